@@ -1,0 +1,38 @@
+# make demo  - install into .venv and run the quickstart study end to end, offline
+# make test  - install into .venv and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+# GPU users: TORCH_SPEC="torch==2.13.0" (or your CUDA build) ; the default is the CPU build on this disk
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/squeeze study sweeps/quickstart.yaml
+	$(VENV)/bin/squeeze ls --experiment quickstart
+	@echo "Open the MLflow UI:  $(VENV)/bin/squeeze ui   (serves http://127.0.0.1:5000)"
+
+test: install
+	$(PY) -m pytest -q --durations=15
+
+bench: install
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf mlruns mlartifacts mlflow.db ray_results .squeeze_cache

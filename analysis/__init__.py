@@ -1,0 +1,1 @@
+"""Analysis of squeeze studies: MLflow runs into pandas, EVP, tables and plots."""

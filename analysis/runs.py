@@ -1,0 +1,65 @@
+"""MLflow runs -> one tidy pandas row per trial.
+
+    from analysis.runs import load_runs
+    df = load_runs("quickstart")                      # local store (sqlite:///mlflow.db)
+    df = load_runs("quickstart", "http://127.0.0.1:5000")
+    df.to_parquet("quickstart.parquet")
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+ID_COLUMNS = ["run_id", "sweep", "task", "technique", "model", "status", "lr", "seed"]
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per trial run (parent runs excluded).
+
+    Columns: run_id, sweep, task, technique, model, status, every param (``lr``, ``seed`` and the
+    other train fields without their ``train.`` prefix; the rest dotted), and every metric by
+    its namespaced name (``val/accuracy``, ``test/f1`` ...), at its last logged value.
+
+    Raises:
+        ValueError: when the experiment does not exist.
+    """
+    import mlflow
+
+    from squeeze.tracking import TRIAL_TAG, default_uri
+
+    uri = tracking_uri or default_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"experiment {experiment!r} not found in {uri}")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{TRIAL_TAG}` != ''", max_results=50000)
+    rows = []
+    for r in runs:
+        row = {"run_id": r.info.run_id, "status": r.info.status, "sweep": r.data.tags.get("squeeze.sweep"),
+               "task": r.data.tags.get("task"), "technique": r.data.tags.get("technique"),
+               "model": r.data.tags.get("model"), "trial_id": r.data.tags.get(TRIAL_TAG),
+               "start_time": pd.to_datetime(r.info.start_time, unit="ms")}
+        for k, v in r.data.params.items():
+            row[k.removeprefix("train.")] = _number(v)
+        row.update(r.data.metrics)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=ID_COLUMNS)
+    first = [c for c in ID_COLUMNS if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]].sort_values(["sweep", "start_time"], ignore_index=True)
+
+
+def _number(v: str):
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+
+def to_parquet(df: pd.DataFrame, path: str) -> None:
+    """Write a runs table to Parquet (pyarrow)."""
+    df.to_parquet(path, index=False)

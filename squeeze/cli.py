@@ -1,0 +1,113 @@
+"""The ``squeeze`` command line.
+
+    squeeze sweep sweeps/quickstart.yaml            # run every sweep in the file
+    squeeze study sweeps/quickstart.yaml            # same, skipping sweeps already complete in MLflow
+    squeeze sweep FILE --dry-run train.epochs=1     # validate, load and tokenize; start nothing
+    squeeze ls --experiment quickstart              # the runs as a pandas table
+    squeeze ui                                      # MLflow UI on http://127.0.0.1:5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="sweep YAML")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=1 sweeps.0.data.size=200")
+    p.add_argument("--dry-run", action="store_true", help="validate, load and tokenize the data; run nothing")
+    p.add_argument("--only", action="append", metavar="SWEEP", help="run only this sweep (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run (Tuner.restore)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="squeeze", description="Measure the best way to compress a model for a task.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _common(sub.add_parser("sweep", help="run the sweeps of a file"))
+    study = sub.add_parser("study", help="run a study: sweeps in order, skipping those already complete")
+    _common(study)
+    study.add_argument("--force", action="store_true", help="run complete sweeps again")
+    ls = sub.add_parser("ls", help="list an experiment's trials")
+    ls.add_argument("--experiment", required=True)
+    ls.add_argument("--tracking-uri")
+    ls.add_argument("--parquet", help="also write the table to this Parquet file")
+    ui = sub.add_parser("ui", help="serve the MLflow UI (127.0.0.1 unless --host)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", default="5000")
+    ui.add_argument("--tracking-uri")
+    return parser
+
+
+def _run(args) -> int:
+    import pandas as pd
+
+    from squeeze import config, sweep
+
+    cfg = config.load(args.file, args.overrides)
+    outcomes = sweep.run(cfg, tracking_uri=args.tracking_uri, only=args.only, resume=args.resume,
+                         skip_complete=args.command == "study" and not getattr(args, "force", False),
+                         dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"{args.file}: valid; {len(outcomes)} sweep(s) prepared")
+    tables = [o.table for o in outcomes if len(o.table)]
+    if tables:
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(pd.concat(tables, ignore_index=True).to_string(index=False))
+    return 1 if any(o.errors for o in outcomes) else 0
+
+
+def _ls(args) -> int:
+    import pandas as pd
+
+    from analysis.runs import load_runs
+
+    df = load_runs(args.experiment, tracking_uri=args.tracking_uri)
+    if args.parquet:
+        df.to_parquet(args.parquet)
+    cols = [c for c in df.columns if c in ("sweep", "task", "technique", "model", "lr", "seed", "status")
+            or c.startswith(("val/", "test/"))]
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.float_format", "{:.4f}".format):
+        print(df[cols].to_string(index=False) if len(df) else f"experiment {args.experiment!r}: no trial runs")
+    return 0
+
+
+def _ui(args) -> int:
+    from squeeze.tracking import default_uri
+
+    uri = args.tracking_uri or default_uri()
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", args.port]
+    print(f"MLflow UI on http://{args.host}:{args.port}  (store: {uri})", flush=True)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    from squeeze.checkpoint import CheckpointError
+    from squeeze.config import ConfigError
+    from squeeze.data.errors import DataError
+    from squeeze.tracking import TrackingError
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        if args.command in ("sweep", "study"):
+            return _run(args)
+        return _ls(args) if args.command == "ls" else _ui(args)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Load a task's examples from the hub, local files or a generated corpus, and split them.
+
+``load_splits(task, data)`` returns ``{"train": [...], "dev": [...], "test": [...]}`` of plain
+dicts in the task's shape (see the readers), plus a name for the source.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from squeeze.data import synthetic
+from squeeze.data.conll import read_conll
+from squeeze.data.errors import DataError
+from squeeze.data.parlai import read_parlai
+from squeeze.data.tabular import read_csv, read_jsonl
+from squeeze.data.text import read_text
+
+SPLITS = ("train", "dev", "test")
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text", ".tokens": "text",
+              ".conll": "conll", ".testa": "conll", ".testb": "conll", ".train": "conll"}
+TASK_FORMATS = {"sentiment": ("csv", "jsonl"), "ner": ("conll",), "dialogue": ("parlai",), "text": ("text",)}
+
+
+@dataclass
+class DataBundle:
+    name: str
+    splits: dict[str, list[dict]]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.sizes = {k: len(v) for k, v in self.splits.items()}
+
+
+def _format(task: str, path: str, declared: str | None) -> str:
+    fmt = declared or ("parlai" if task == "dialogue" else EXTENSIONS.get(Path(path).suffix.lower()))
+    if task == "ner" and fmt is None:
+        fmt = "conll"
+    allowed = TASK_FORMATS[task]
+    if fmt not in allowed:
+        raise DataError(path, f"format {fmt!r} cannot feed task {task!r}; allowed: {', '.join(allowed)} (set data.format)")
+    return fmt
+
+
+def read_file(task: str, path: str, data) -> list[dict]:
+    """Read one local file in the format declared or inferred from its extension."""
+    path = os.path.expandvars(path)
+    if not Path(path).is_file():
+        raise DataError(path, "no such data file")
+    fmt = _format(task, path, data.format)
+    if fmt == "csv":
+        return read_csv(path, data.text_column, data.label_column)
+    if fmt == "jsonl":
+        return read_jsonl(path, data.text_column, data.label_column)
+    if fmt == "conll":
+        return read_conll(path, data.tag_column, data.scheme)
+    if fmt == "parlai":
+        return read_parlai(path)
+    return read_text(path)
+
+
+def split_pool(pool: list[dict], fractions, seed: int) -> dict[str, list[dict]]:
+    """Shuffle deterministically and cut into train/dev/test; dialogue turns stay with their dialogue."""
+    groups: dict = {}
+    for i, ex in enumerate(pool):
+        groups.setdefault(ex.get("dialog", i), []).append(ex)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    n = len(keys)
+    n_train = round(fractions[0] * n)
+    n_dev = max(1, round(fractions[1] * n)) if n >= 3 else 0
+    n_train = min(n_train, n - n_dev - 1)
+    cuts = {"train": keys[:n_train], "dev": keys[n_train:n_train + n_dev], "test": keys[n_train + n_dev:]}
+    return {name: [ex for k in ks for ex in groups[k]] for name, ks in cuts.items()}
+
+
+def _hub(task: str, data) -> dict[str, list[dict]]:
+    from squeeze.data.hub import load_hub
+
+    return load_hub(task, data)
+
+
+def load_splits(task: str, data) -> DataBundle:
+    """Load and split the examples for ``task`` according to a ``DataCfg``.
+
+    Raises:
+        DataError: naming the file (and line) that cannot be used.
+    """
+    if data.source == "synthetic":
+        pool = synthetic.GENERATORS[task](data.size, data.seed)
+        bundle = DataBundle(f"synthetic-{task}", split_pool(pool, data.split, data.seed))
+    elif data.source == "files" and data.files:
+        pool = [ex for p in data.files for ex in read_file(task, p, data)]
+        bundle = DataBundle(",".join(data.files), split_pool(pool, data.split, data.seed))
+    elif data.source == "files":
+        bundle = DataBundle(data.train, {s: read_file(task, getattr(data, s), data) for s in SPLITS})
+    else:
+        splits = _hub(task, data)
+        if "dev" not in splits or "test" not in splits:
+            pool = [ex for part in splits.values() for ex in part]
+            splits = split_pool(pool, data.split, data.seed)
+        bundle = DataBundle(data.name, splits)
+    limits = {"train": data.limit_train, "dev": data.limit_eval, "test": data.limit_eval}
+    for s, limit in limits.items():
+        if limit:
+            bundle.splits[s] = bundle.splits[s][:limit]
+    for s in SPLITS:
+        if not bundle.splits.get(s):
+            raise DataError(bundle.name, f"split {s!r} is empty; use more data or other split fractions")
+    bundle.__post_init__()
+    return bundle

@@ -1,0 +1,171 @@
+"""The one training loop: AdamW, linear warm-up and decay, clipping, technique hooks.
+
+``Loop.fit`` is a generator that yields after every epoch with the dev metrics, so the caller
+(the Ray trainable) owns reporting and checkpointing; the loop owns nothing but training.
+Data order is a pure function of (seed, epoch), so a resumed trial sees the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from squeeze.tasks.base import collate, to_device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                           mega: int = 50) -> list[list[int]]:
+    """Shuffle, sort by length inside mega-batches of ``mega*batch_size``, then shuffle the batches.
+
+    Batches hold examples of similar length, so dynamic padding wastes little, while the order
+    stays random from epoch to epoch (the scheme of HF ``group_by_length``).
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    out = []
+    for i in range(0, len(order), mega * batch_size):
+        chunk = sorted(order[i:i + mega * batch_size], key=lambda j: -lengths[j])
+        out += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    step: int
+    train_loss: float
+    metrics: dict[str, float]
+    is_best: bool
+    padding_fraction: float
+    samples_per_s: float
+    train_s: float
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    step: int = 0
+    best: float | None = None
+    best_epoch: int = -1
+    history: list = field(default_factory=list)
+
+
+class Loop:
+    """Fine-tune ``model`` on encoded features, calling each technique's hooks."""
+
+    def __init__(self, model, *, hooks, train: list[dict], pad_id: int, evaluate: Callable[[torch.nn.Module], dict],
+                 primary: str, mode: str, lr: float, epochs: int, batch_size: int, warmup_ratio: float,
+                 weight_decay: float, max_grad_norm: float, seed: int, max_steps: int = 0, device="cpu"):
+        self.hooks, self.train, self.pad_id, self.evaluate = list(hooks), train, pad_id, evaluate
+        self.primary, self.mode, self.epochs, self.batch_size = primary, mode, epochs, batch_size
+        self.max_grad_norm, self.seed, self.device = max_grad_norm, seed, torch.device(device)
+        for hook in self.hooks:
+            model = hook.prepare(model)
+        self.model = model.to(self.device)
+        self.lengths = [len(f["input_ids"]) for f in train]
+        steps_per_epoch = math.ceil(len(train) / batch_size)
+        self.total_steps = min(steps_per_epoch * epochs, max_steps or steps_per_epoch * epochs)
+        decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
+        rest = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                            {"params": rest, "weight_decay": 0.0}], lr=lr)
+        warmup = int(warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _linear(s, warmup, self.total_steps))
+        self.state = LoopState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.needs_hidden = any(getattr(h, "needs_hidden_states", False) for h in self.hooks)
+
+    def _improved(self, value: float) -> bool:
+        if self.state.best is None or math.isnan(self.state.best):
+            return not math.isnan(value)
+        return value > self.state.best if self.mode == "max" else value < self.state.best
+
+    def _step(self, batch) -> torch.Tensor:
+        outputs = self.model(**batch, output_hidden_states=self.needs_hidden) if self.needs_hidden else self.model(**batch)
+        loss = outputs.loss
+        for hook in self.hooks:
+            extra = hook.extra_loss(batch, outputs)
+            if extra is not None:
+                loss = loss + extra
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        for hook in self.hooks:
+            hook.after_step(self.state.step)
+        return loss.detach()
+
+    def train_epoch(self, epoch: int) -> tuple[float, float, int]:
+        """One pass over the data; returns (mean loss, padding fraction, samples seen)."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no host sync per step
+        n_batches = padded = real = samples = 0
+        for idx in length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch):
+            if self.state.step >= self.total_steps:
+                break
+            feats = [self.train[i] for i in idx]
+            batch = collate(feats, self.pad_id)
+            real += sum(len(f["input_ids"]) for f in feats)
+            padded += batch["input_ids"].numel()
+            loss_sum += self._step(to_device(batch, self.device))
+            n_batches += 1
+            samples += len(idx)
+        mean = float(loss_sum) / max(n_batches, 1)
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"training loss became {mean} in epoch {epoch} (step {self.state.step}); "
+                                     "lower the learning rate or check the data")
+        return mean, 1 - real / max(padded, 1), samples
+
+    def fit(self) -> Iterator[EpochResult]:
+        """Train from ``state.epoch`` to ``epochs``, yielding after each epoch's dev evaluation."""
+        import time
+
+        while self.state.epoch < self.epochs and self.state.step < self.total_steps:
+            epoch = self.state.epoch
+            t0 = time.perf_counter()
+            loss, pad, samples = self.train_epoch(epoch)
+            train_s = time.perf_counter() - t0
+            scores = self.evaluate(self.model)
+            best = self._improved(scores[self.primary])
+            if best:
+                self.state.best, self.state.best_epoch = scores[self.primary], epoch
+                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.state.epoch = epoch + 1
+            self.state.history.append({"epoch": epoch, "loss": loss, **scores})
+            yield EpochResult(epoch, self.state.step, loss, scores, best, pad, samples / max(train_s, 1e-9), train_s)
+
+    def load_best(self) -> torch.nn.Module:
+        """Put the best-dev weights back in the model (before test evaluation)."""
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        return self.model
+
+    def finalize(self) -> torch.nn.Module:
+        for hook in self.hooks:
+            self.model = hook.finalize(self.model)
+        return self.model
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or ".ln_" in name
+
+
+def _linear(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))

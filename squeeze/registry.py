@@ -1,0 +1,40 @@
+"""Name -> lazy importer tables for tasks and techniques (Ray Tune's registry pattern).
+
+Adding a task or technique is one module plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+TASKS: dict[str, str] = {
+    "sentiment": "squeeze.tasks.sentiment:SentimentTask",
+    "ner": "squeeze.tasks.ner:NerTask",
+    "dialogue": "squeeze.tasks.dialogue:DialogueTask",
+}
+
+TECHNIQUES: dict[str, str] = {
+    "finetune": "squeeze.techniques.finetune:FineTune",
+}
+
+
+def _load(table: dict[str, str], kind: str, name: str) -> Any:
+    if name not in table:
+        raise KeyError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
+    module, attr = table[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_task(name: str):
+    """Return a task instance by name.
+
+    Raises:
+        KeyError: naming the allowed tasks when ``name`` is unknown.
+    """
+    return _load(TASKS, "task", name)()
+
+
+def get_technique_class(name: str):
+    """Return a technique class by name (instantiated by the trial with its params)."""
+    return _load(TECHNIQUES, "technique", name)

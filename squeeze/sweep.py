@@ -1,0 +1,173 @@
+"""Builds and runs the Ray Tune sweeps of a file: the only Ray Tune setup.
+
+Order of work, so that bad input is caught before any trial starts:
+validate the YAML -> check the tracking server -> load and tokenize every sweep's data ->
+start Ray and check the resources -> one ``Tuner`` per sweep, each under an MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from squeeze import tracking
+from squeeze.config import ConfigError, RunCfg, SweepCfg, param_space
+from squeeze.prepare import Prepared, prepare
+from squeeze.registry import get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOutcome:
+    sweep: str
+    parent_run_id: str | None
+    table: pd.DataFrame
+    errors: int
+    skipped: bool = False
+
+
+def sweep_hash(sweep: SweepCfg) -> str:
+    return hashlib.sha256(json.dumps(sweep.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def init_ray() -> None:
+    """Join ``RAY_ADDRESS`` when set (a cluster), else start a local Ray without the dashboard."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+
+
+def check_resources(cfg: RunCfg) -> None:
+    """Refuse trials the cluster can never place, naming the field.
+
+    Raises:
+        ConfigError: when a trial asks for more CPUs or GPUs than the whole cluster has.
+    """
+    import ray
+
+    have = ray.cluster_resources()
+    for i, s in enumerate(cfg.sweeps):
+        for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
+            want = getattr(s.resources, field)
+            if want > have.get(key, 0):
+                raise ConfigError(f"sweeps.{i}.resources.{field}: a trial asks for {want} {key}, "
+                                  f"the Ray cluster has {have.get(key, 0):g}")
+
+
+def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
+    from ray import tune
+
+    from squeeze.trial import run_trial
+
+    resources = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
+    return tune.with_resources(tune.with_parameters(run_trial, prepared=prepared, context=ctx), resources)
+
+
+def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, *, resume: bool = False):
+    from ray import tune
+
+    task = get_task(sweep.task)
+    storage = str(Path(cfg.storage_path).resolve())
+    name = f"{cfg.experiment}-{sweep.name}"
+    trainable = _trainable(sweep, prepared, ctx)
+    path = os.path.join(storage, name)
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=param_space(sweep))
+    tune_config = tune.TuneConfig(metric=f"val/{task.primary_metric}", mode=task.mode, num_samples=sweep.num_samples,
+                                  max_concurrent_trials=cfg.max_concurrent_trials or None)
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage, verbose=1,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+        failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id)])
+    return tune.Tuner(trainable, param_space=param_space(sweep), tune_config=tune_config, run_config=run_config)
+
+
+def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
+    """One row per trial: sampled hyperparameters, best dev and test primary metric, error."""
+    task = get_task(sweep.task)
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        row = {"sweep": sweep.name, "trial": m.get("trial_id", "?")}
+        row.update({k: v for k, v in (r.config.get("train") or {}).items()})
+        for split in ("val", "test"):
+            row[f"{split}/{task.primary_metric}"] = m.get(f"{split}/{task.primary_metric}")
+        row["status"] = "ERROR" if r.error else "OK"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _parent_file(cfg: RunCfg, sweep: SweepCfg) -> Path:
+    return Path(cfg.storage_path).resolve() / f"{cfg.experiment}-{sweep.name}" / "squeeze_parent.json"
+
+
+def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: str, *, resume: bool = False) -> SweepOutcome:
+    """Run one sweep under its MLflow parent run (reused on ``resume``)."""
+    from squeeze.provenance import git_commit
+    from squeeze.trial import TrialContext
+
+    pfile = _parent_file(cfg, sweep)
+    parent_id = json.loads(pfile.read_text())["parent_run_id"] if resume and pfile.is_file() else None
+    if parent_id is None:
+        text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+        parent_id = tracking.start_parent(uri, experiment_id, sweep.name, text, {
+            "task": sweep.task, "technique": "+".join(sweep.technique), "squeeze.sweep_hash": sweep_hash(sweep),
+            "squeeze.git_commit": git_commit(), "data.name": prepared.data_name,
+            **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})
+        pfile.parent.mkdir(parents=True, exist_ok=True)
+        pfile.write_text(json.dumps({"parent_run_id": parent_id}))
+    ctx = TrialContext(sweep.model_dump_json(), uri, experiment_id, parent_id)
+    results = build_tuner(cfg, sweep, prepared, ctx, resume=resume).fit()
+    table = results_table(results, sweep)
+    errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
+    summary = {"trials": len(table), "trials_failed": errors}
+    tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)}, failed=errors == len(table))
+    return SweepOutcome(sweep.name, parent_id, table, errors)
+
+
+def plan(cfg: RunCfg, only: list[str] | None = None) -> list[SweepCfg]:
+    names = [s.name for s in cfg.sweeps]
+    for n in only or []:
+        if n not in names:
+            raise ConfigError(f"--only {n}: no such sweep; sweeps in this file: {', '.join(names)}")
+    return [s for s in cfg.sweeps if not only or s.name in only]
+
+
+def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None = None, resume: bool = False,
+        skip_complete: bool = False, dry_run: bool = False) -> list[SweepOutcome]:
+    """Validate everything, then run the selected sweeps in file order."""
+    sweeps = plan(cfg, only)
+    uri = tracking_uri or cfg.tracking_uri or tracking.default_uri()
+    tracking.check_reachable(uri)
+    prepared = {s.name: prepare(s, Path(cfg.cache_dir).resolve()) for s in sweeps}
+    if dry_run:
+        return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **prepared[s.name].sizes}]), 0, True) for s in sweeps]
+    experiment_id = tracking.ensure_experiment(uri, cfg.experiment, cfg.artifact_location)
+    done = {s.name for s in sweeps if skip_complete and not resume
+            and tracking.completed_parent(uri, experiment_id, s.name, sweep_hash(s))}
+    if len(done) < len(sweeps):
+        init_ray()
+        check_resources(cfg)
+    outcomes = []
+    for s in sweeps:
+        if s.name in done:
+            log.warning("sweep %s: already complete in MLflow, skipped (use --force to run again)", s.name)
+            outcomes.append(SweepOutcome(s.name, None, pd.DataFrame(), 0, skipped=True))
+            continue
+        outcomes.append(run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume))
+    return outcomes

@@ -1,0 +1,129 @@
+"""Persona dialogue with GPT-2 in the TransferTransfo style (Wolf et al. 2019).
+
+Input: ``<bos> persona <speaker1> u1 <speaker2> u2 ... <speaker2> reply <eos>``, with
+token_type_ids naming the speaker of each segment and the LM loss on the reply only.
+Metrics: perplexity of the reply, Hits@1/5/10 by ranking the candidate replies by their mean
+log-likelihood, BLEU and TER of generated replies, BERTScore when a scorer model is configured.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from squeeze import metrics
+from squeeze.tasks.base import batches, collate, to_device
+
+SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+                  "additional_special_tokens": ["<speaker1>", "<speaker2>"]}
+
+
+class DialogueTask:
+    name = "dialogue"
+    auto_class = "AutoModelForCausalLM"
+    tokenizer_kind = "gpt2"
+    primary_metric = "ppl"
+    mode = "min"
+
+    def texts(self, examples):
+        for ex in examples:
+            yield " ".join(ex["persona"] + ex["history"] + [ex["reply"]])
+
+    def labels(self, splits):
+        return None
+
+    def prepare_tokenizer(self, tokenizer):
+        tokenizer.add_special_tokens(SPECIAL_TOKENS)
+        return tokenizer
+
+    def _ids(self, tokenizer, text):
+        return tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+    def _context(self, tokenizer, ex, budget):
+        """Context ids and types ending in ``<speaker2>``; oldest turns dropped to fit ``budget``."""
+        s1, s2 = tokenizer.convert_tokens_to_ids(["<speaker1>", "<speaker2>"])
+        persona = [tokenizer.bos_token_id] + [t for p in ex["persona"] for t in self._ids(tokenizer, p)]
+        turns = []
+        for back, utt in enumerate(reversed(ex["history"])):
+            spk = s1 if back % 2 == 0 else s2
+            turns.insert(0, ([spk] + self._ids(tokenizer, utt), spk))
+        while turns and len(persona) + sum(len(t) for t, _ in turns) + 1 > budget:
+            turns.pop(0)
+        persona = persona[: max(1, budget - 1 - sum(len(t) for t, _ in turns))]
+        ids, types = list(persona), [s2] * len(persona)
+        for t, spk in turns:
+            ids += t
+            types += [spk] * len(t)
+        return ids + [s2], types + [s2]
+
+    def _join(self, tokenizer, ctx, reply, max_length):
+        s2 = tokenizer.convert_tokens_to_ids("<speaker2>")
+        reply = (reply + [tokenizer.eos_token_id])[: max_length // 2]
+        ids, types = ctx
+        ids, types = ids[-(max_length - len(reply)):], types[-(max_length - len(reply)):]
+        return {"input_ids": ids + reply, "token_type_ids": types + [s2] * len(reply),
+                "attention_mask": [1] * (len(ids) + len(reply)), "labels": [-100] * len(ids) + reply}
+
+    def encode(self, examples, tokenizer, labels, max_length):
+        out = []
+        for ex in examples:
+            reply = self._ids(tokenizer, ex["reply"])
+            ctx = self._context(tokenizer, ex, max_length - min(len(reply) + 1, max_length // 2))
+            feat = self._join(tokenizer, ctx, reply, max_length)
+            feat["context"] = ctx
+            feat["candidates"] = [self._ids(tokenizer, c) for c in ex["candidates"]]
+            feat["gold"] = ex["candidates"].index(ex["reply"]) if ex["candidates"] else -1
+            out.append(feat)
+        return out
+
+    @staticmethod
+    def _token_nll(model, batch):
+        """Per-sequence summed NLL and token counts over the labelled (reply) positions."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       token_type_ids=batch["token_type_ids"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none")
+        mask = labels != -100
+        return (nll * mask).sum(1), mask.sum(1)
+
+    def _rank(self, model, tokenizer, features, limit, device, max_length):
+        scores, gold = [], []
+        for f in [f for f in features if f["gold"] >= 0][: limit or None]:
+            cands = [self._join(tokenizer, f["context"], c, max_length) for c in f["candidates"]]
+            nll, n = self._token_nll(model, to_device(collate(cands, tokenizer.pad_token_id), device))
+            scores.append((-nll / n.clamp(min=1)).tolist())
+            gold.append(f["gold"])
+        return metrics.hits_at_k(scores, gold) if gold else {}
+
+    def _generate(self, model, tokenizer, features, eval_cfg, device):
+        hyps = []
+        for f in features:
+            ids = torch.tensor([f["context"][0]], device=device)
+            out = model.generate(input_ids=ids, token_type_ids=torch.tensor([f["context"][1]], device=device),
+                                 attention_mask=torch.ones_like(ids), max_new_tokens=eval_cfg.max_new_tokens,
+                                 num_beams=eval_cfg.num_beams, do_sample=eval_cfg.do_sample,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            hyps.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+        return hyps
+
+    @torch.no_grad()
+    def evaluate(self, model, features, examples, *, tokenizer, labels, batch_size, device, eval_cfg=None, final=False):
+        model.eval()
+        nll_sum, n_tok = 0.0, 0
+        for chunk in batches(features, batch_size):
+            nll, n = self._token_nll(model, to_device(collate(chunk, tokenizer.pad_token_id), device))
+            nll_sum, n_tok = nll_sum + float(nll.sum()), n_tok + int(n.sum())
+        max_length = max(len(f["input_ids"]) for f in features) + 64
+        scores = {"ppl": metrics.perplexity(nll_sum, n_tok), "nll": nll_sum / max(n_tok, 1)}
+        scores.update(self._rank(model, tokenizer, features, eval_cfg.max_rank if eval_cfg else 0, device, max_length))
+        rows = [{"context": " | ".join(ex["history"]), "reply": ex["reply"]} for ex in examples]
+        if final and eval_cfg is not None and eval_cfg.max_generate >= 0:
+            n_gen = eval_cfg.max_generate or len(features)
+            hyps = self._generate(model, tokenizer, features[:n_gen], eval_cfg, device)
+            refs = [ex["reply"] for ex in examples[:n_gen]]
+            scores.update(metrics.generation(hyps, refs))
+            if eval_cfg.bertscore_model:
+                scores.update(metrics.bertscore(hyps, refs, eval_cfg.bertscore_model, eval_cfg.bertscore_layers))
+            for row, hyp in zip(rows, hyps):
+                row["prediction"] = hyp
+        return scores, rows

@@ -1,0 +1,62 @@
+"""NER: token classification (CoNLL-2003 in the paper); the label sits on the first sub-word."""
+
+from __future__ import annotations
+
+import torch
+
+from squeeze import metrics
+from squeeze.data.errors import DataError
+from squeeze.tasks.base import batches, collate, to_device
+
+
+class NerTask:
+    name = "ner"
+    auto_class = "AutoModelForTokenClassification"
+    tokenizer_kind = "bert"
+    primary_metric = "f1"
+    mode = "max"
+
+    def texts(self, examples):
+        return (" ".join(ex["tokens"]) for ex in examples)
+
+    def labels(self, splits):
+        names = sorted({t for ex in splits["train"] for t in ex["tags"]}, key=lambda t: (t != "O", t[2:], t))
+        for split in ("dev", "test"):
+            extra = sorted({t for ex in splits[split] for t in ex["tags"]} - set(names))
+            if extra:
+                raise DataError(split, f"tags {extra} do not occur in the train split (train tags: {names})")
+        return names
+
+    def prepare_tokenizer(self, tokenizer):
+        return tokenizer
+
+    def encode(self, examples, tokenizer, labels, max_length):
+        index = {l: i for i, l in enumerate(labels)}
+        enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True, max_length=max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        out = []
+        for i, ex in enumerate(examples):
+            word_ids, seen, tags = enc.word_ids(i), set(), []
+            for w in word_ids:
+                first = w is not None and w not in seen
+                tags.append(index[ex["tags"][w]] if first else -100)
+                if w is not None:
+                    seen.add(w)
+            out.append(dict({k: enc[k][i] for k in keys}, labels=tags, words=[w if w is not None else -1 for w in word_ids]))
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model, features, examples, *, tokenizer, labels, batch_size, device, eval_cfg=None, final=False):
+        model.eval()
+        preds = [["O"] * len(ex["tokens"]) for ex in examples]  # words cut off by max_length count as O
+        for chunk in batches(features, batch_size):
+            logits = model(**to_device(collate(chunk, tokenizer.pad_token_id), device)).logits
+            for f, row in zip(chunk, logits.argmax(-1).tolist()):
+                for pos, (lab, word) in enumerate(zip(f["labels"], f["words"])):
+                    if lab != -100:
+                        preds[f["_index"]][word] = labels[row[pos]]
+        gold = [ex["tags"] for ex in examples]
+        scores = metrics.entities(gold, preds)
+        rows = [{"tokens": " ".join(ex["tokens"]), "tags": " ".join(g), "prediction": " ".join(p)}
+                for ex, g, p in zip(examples, gold, preds)]
+        return scores, rows

@@ -1,0 +1,58 @@
+"""Sentiment: sequence classification (IMDB in the paper), BERT by default."""
+
+from __future__ import annotations
+
+import torch
+
+from squeeze import metrics
+from squeeze.data.errors import DataError
+from squeeze.tasks.base import batches, collate, to_device
+
+POSITIVE_NAMES = ("pos", "positive", "1", "true", "yes")
+
+
+class SentimentTask:
+    name = "sentiment"
+    auto_class = "AutoModelForSequenceClassification"
+    tokenizer_kind = "bert"
+    primary_metric = "accuracy"
+    mode = "max"
+
+    def texts(self, examples):
+        return (ex["text"] for ex in examples)
+
+    def labels(self, splits):
+        names = sorted({ex["label"] for ex in splits["train"]})
+        for split in ("dev", "test"):
+            extra = sorted({ex["label"] for ex in splits[split]} - set(names))
+            if extra:
+                raise DataError(split, f"labels {extra} do not occur in the train split (train labels: {names})")
+        if len(names) < 2:
+            raise DataError("train", f"need at least two labels, found {names}")
+        return names
+
+    def prepare_tokenizer(self, tokenizer):
+        return tokenizer
+
+    def encode(self, examples, tokenizer, labels, max_length):
+        index = {l: i for i, l in enumerate(labels)}
+        enc = tokenizer([ex["text"] for ex in examples], truncation=True, max_length=max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [dict({k: enc[k][i] for k in keys}, labels=index[ex["label"]]) for i, ex in enumerate(examples)]
+
+    def positive_index(self, labels):
+        hits = [i for i, l in enumerate(labels) if l.lower() in POSITIVE_NAMES]
+        return hits[0] if hits else len(labels) - 1
+
+    @torch.no_grad()
+    def evaluate(self, model, features, examples, *, tokenizer, labels, batch_size, device, eval_cfg=None, final=False):
+        model.eval()
+        preds = [0] * len(features)
+        for chunk in batches(features, batch_size):
+            logits = model(**to_device(collate(chunk, tokenizer.pad_token_id), device)).logits
+            for f, p in zip(chunk, logits.argmax(-1).tolist()):
+                preds[f["_index"]] = p
+        gold = [f["labels"] for f in features]
+        scores = metrics.classification(gold, preds, positive=self.positive_index(labels))
+        rows = [{"text": ex["text"], "label": ex["label"], "prediction": labels[p]} for ex, p in zip(examples, preds)]
+        return scores, rows

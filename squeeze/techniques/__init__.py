@@ -1,0 +1,1 @@
+"""Compression techniques as hooks around the one training loop (see ``base.Technique``)."""

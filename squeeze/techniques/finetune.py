@@ -1,0 +1,13 @@
+"""Plain fine-tuning: the baseline every compression technique is compared against."""
+
+from __future__ import annotations
+
+from squeeze.techniques.base import NoOp
+
+
+class FineTune(NoOp):
+    name = "finetune"
+
+    def __init__(self, **params):
+        if params:
+            raise ValueError(f"technique 'finetune' takes no parameters, got {sorted(params)}")

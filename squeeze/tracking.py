@@ -1,0 +1,202 @@
+"""The only MLflow code: experiments, a parent run per sweep, a child run per trial.
+
+Trials log straight to the tracking server from wherever Ray placed them (no shared local
+paths are assumed: with an ``http://`` URI artifacts go through the server). A child run is
+found again by its ``squeeze.trial_id`` tag, so a resumed or retried trial continues its run
+instead of duplicating it. Metric writes are retried and, if the server stays away, buffered
+until it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG, TRIAL_TAG, SWEEP_TAG = "squeeze.parent", "squeeze.trial_id", "squeeze.sweep"
+NESTED = "mlflow.parentRunId"
+
+
+class TrackingError(RuntimeError):
+    """The tracking server or store cannot be used."""
+
+
+def default_uri(cwd: str | Path | None = None) -> str:
+    """Local SQLite store in the working directory, as an absolute URI (trials run elsewhere)."""
+    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _retry(fn: Callable[[], Any], what: str, attempts: int = 6, delay: float = 0.5) -> Any:
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # sqlite "database is locked", connection resets, 5xx
+            if i == attempts - 1:
+                raise
+            log.warning("MLflow %s failed (%s); retrying", what, exc)
+            time.sleep(delay * 2**i)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any trial, when an HTTP tracking server does not answer.
+
+    Raises:
+        TrackingError: with the URI and the reason.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except Exception as exc:
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}: {exc}); "
+                            "start it or pass --tracking-uri") from None
+
+
+def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
+    """Get or create the experiment; a local store gets an absolute artifact location."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    if artifact_location is None and not uri.startswith(("http://", "https://")):
+        root = Path(uri.split("///", 1)[-1]).parent if uri.startswith("sqlite") else Path.cwd()
+        artifact_location = (root / "mlartifacts" / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_parent(uri: str, experiment_id: str, sweep: str, config_text: str, tags: dict[str, str]) -> str:
+    """Create the parent run of a sweep, holding the resolved YAML as an artifact."""
+    client = _client(uri)
+    run = client.create_run(experiment_id, run_name=sweep, tags={PARENT_TAG: "1", SWEEP_TAG: sweep, **tags})
+    client.log_text(run.info.run_id, config_text, "config/resolved.yaml")
+    return run.info.run_id
+
+
+def finish_parent(uri: str, run_id: str, metrics: dict[str, float], tags: dict[str, str], failed: bool) -> None:
+    client = _client(uri)
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+    _log_metrics(client, run_id, metrics, step=0)
+    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def _log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+    for i in range(0, len(batch), 900):
+        client.log_batch(run_id, metrics=batch[i:i + 900], synchronous=True)
+
+
+def find_trial_run(uri: str, experiment_id: str, parent_id: str, trial_id: str):
+    runs = _client(uri).search_runs([experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{NESTED}` = '{parent_id}'")
+    return runs[0] if runs else None
+
+
+class TrialRun:
+    """The MLflow child run of one Ray trial (created once, found again on resume)."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, trial_id: str, name: str, tags: dict[str, str]):
+        self.uri, self.client, self.pending = uri, _client(uri), []
+        existing = _retry(lambda: find_trial_run(uri, experiment_id, parent_id, trial_id), "search")
+        if existing is not None:
+            self.run_id = existing.info.run_id
+            _retry(lambda: self.client.update_run(self.run_id, status="RUNNING"), "update_run")
+        else:
+            run = _retry(lambda: self.client.create_run(
+                experiment_id, run_name=name, tags={NESTED: parent_id, TRIAL_TAG: trial_id, **tags}), "create_run")
+            self.run_id = run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        have = self.client.get_run(self.run_id).data.params
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
+        for i in range(0, len(items), 90):
+            _retry(lambda: self.client.log_batch(self.run_id, params=items[i:i + 90], synchronous=True), "log_params")
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log now if possible; otherwise keep them and send them with the next call."""
+        self.pending.append((dict(metrics), step))
+        try:
+            self.flush(attempts=3)
+        except Exception as exc:
+            log.warning("MLflow unreachable; %d metric batches buffered (%s)", len(self.pending), exc)
+
+    def flush(self, attempts: int = 8) -> None:
+        while self.pending:
+            metrics, step = self.pending[0]
+            _retry(lambda: _log_metrics(self.client, self.run_id, metrics, step), "log_metrics", attempts)
+            self.pending.pop(0)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str) -> None:
+        _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path), "log_artifacts")
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            _retry(lambda: self.client.set_tag(self.run_id, k, str(v)[:5000]), "set_tag")
+
+    def finish(self) -> None:
+        self.flush()
+        _retry(lambda: self.client.set_terminated(self.run_id, "FINISHED"), "set_terminated")
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark FAILED with the reason; never masks the original exception."""
+        try:
+            self.flush(attempts=3)
+        except Exception:
+            pass
+        try:
+            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.client.set_tag(self.run_id, "squeeze.error", text[:5000])
+            self.client.set_terminated(self.run_id, "FAILED")
+        except Exception as err:  # the trial's own error matters more than this one
+            log.error("could not mark MLflow run %s FAILED: %s", self.run_id, err)
+
+
+def mark_unfinished_failed(uri: str, experiment_id: str, parent_id: str, trial_id: str, reason: str) -> None:
+    """Driver side: a trial died without closing its run (node lost, OOM kill)."""
+    run = find_trial_run(uri, experiment_id, parent_id, trial_id)
+    if run is not None and run.info.status == "RUNNING":
+        client = _client(uri)
+        client.set_tag(run.info.run_id, "squeeze.error", reason[:5000])
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
+def trial_status_callback(uri: str, experiment_id: str, parent_id: str):
+    """A Ray Tune callback that closes the MLflow run of a trial that errored out."""
+    from ray import tune
+
+    class _TrialStatus(tune.Callback):
+        def on_trial_error(self, iteration, trials, trial, **info):
+            reason = f"trial {trial.trial_id} errored"
+            if trial.error_file and os.path.isfile(trial.error_file):
+                reason = Path(trial.error_file).read_text()[-4000:]
+            try:
+                mark_unfinished_failed(uri, experiment_id, parent_id, trial.trial_id, reason)
+            except Exception as exc:
+                log.error("could not close the MLflow run of trial %s: %s", trial.trial_id, exc)
+
+    return _TrialStatus()
+
+
+def completed_parent(uri: str, experiment_id: str, sweep: str, sweep_hash: str) -> bool:
+    """Is there a FINISHED parent run of this exact sweep with no failed trial?"""
+    query = (f"tags.`{PARENT_TAG}` = '1' and tags.`{SWEEP_TAG}` = '{sweep}' and "
+             f"tags.`squeeze.sweep_hash` = '{sweep_hash}' and attributes.status = 'FINISHED' "
+             f"and tags.`squeeze.failed_trials` = '0'")
+    return bool(_client(uri).search_runs([experiment_id], query, max_results=1))
