@@ -113,6 +113,7 @@ class Loop:
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
         """One pass over the data; returns (mean loss, padding fraction, samples seen)."""
         self.model.train()
+        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks depend on (seed, epoch): exact resume
         loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no host sync per step
         n_batches = padded = real = samples = 0
         for idx in length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch):

@@ -1,0 +1,120 @@
+"""Config validation: bad input exits with code 2 and names the field, before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from squeeze import cli, config
+
+GOOD = {"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},
+                                       "data": {"size": 60}, "search_space": {"lr": {"grid_search": [1e-3, 3e-4]}}}]}
+
+
+def _with(path: str, value):
+    doc = yaml.safe_load(yaml.safe_dump(GOOD))
+    config._set_dotted(doc, path, value)
+    return doc
+
+
+def _bad(path: str, value):
+    return yaml.safe_dump(_with(path, value))
+
+
+BAD = [
+    ("malformed yaml", "experiment: [unclosed\n", "malformed YAML"),
+    ("unknown top key", _bad("colour", "red"), "colour: unknown key"),
+    ("unknown train key", _bad("sweeps.0.train.learning_rate", 0.1), "sweeps.0.train.learning_rate: unknown key"),
+    ("wrong type", _bad("sweeps.0.train.epochs", "three"), "sweeps.0.train.epochs"),
+    ("lr <= 0", _bad("sweeps.0.train.lr", 0), "sweeps.0.train.lr"),
+    ("lr <= 0 in grid", _bad("sweeps.0.search_space.lr", {"grid_search": [1e-3, -1]}), "search_space.lr.grid_search: value -1"),
+    ("unknown task", _bad("sweeps.0.task", "translation"), "unknown task 'translation'; allowed: dialogue, ner, sentiment"),
+    ("unknown technique", _bad("sweeps.0.technique", ["finetune", "magic"]), "unknown technique 'magic'"),
+    ("unknown model", _bad("sweeps.0.model.name", "no-such-org/no-such-model"), "sweeps.0.model.name"),
+    ("missing model dir", _bad("sweeps.0.model.name", "./no/such/dir"), "model directory './no/such/dir' does not exist"),
+    ("missing data file", yaml.safe_dump(_with("sweeps.0.data", {"source": "files", "files": ["nope.csv"]})), "data file 'nope.csv' does not exist"),
+    ("empty search space", _bad("sweeps.0.search_space.lr", {"grid_search": []}), "search_space.lr.grid_search: expected a non-empty list"),
+    ("unknown sampler", _bad("sweeps.0.search_space.lr", {"gaussian": [1, 2]}), "unknown sampler 'gaussian'; allowed: grid_search"),
+    ("untunable key", _bad("sweeps.0.search_space.colour", {"choice": [1]}), "search_space.colour: not a tunable field"),
+    ("reversed bounds", _bad("sweeps.0.search_space.lr", {"loguniform": [1e-3, 1e-5]}), "lower bound 0.001 must be below upper"),
+    ("bad split", _bad("sweeps.0.data.split", [0.5, 0.5, 0.5]), "sweeps.0.data.split: must be three positive fractions"),
+    ("no sweeps", yaml.safe_dump({"experiment": "t", "sweeps": []}), "sweeps:"),
+    ("duplicate names", yaml.safe_dump({**GOOD, "sweeps": GOOD["sweeps"] * 2}), "sweep names must be unique"),
+    ("hub without name", _bad("sweeps.0.data.source", "hub"), "source 'hub' needs `name`"),
+    ("negative size", _bad("sweeps.0.data.size", -5), "sweeps.0.data.size"),
+    ("not a mapping", "- a\n- b\n", "the top level must be a mapping"),
+    ("max_length swept", _bad("sweeps.0.search_space.max_length", {"grid_search": [32, 64]}), "search_space.max_length: not tunable"),
+]
+
+
+@pytest.mark.parametrize("name,text,needle", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_exits_2_naming_the_field(tmp_path, capsys, name, text, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    assert cli.main(["sweep", str(f), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+    assert str(f) in err or "--only" in err
+
+
+def test_missing_sweep_file(tmp_path, capsys):
+    assert cli.main(["sweep", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such sweep file" in capsys.readouterr().err
+
+
+def test_bad_override_and_unknown_only(tmp_path, capsys):
+    f = tmp_path / "ok.yaml"
+    f.write_text(yaml.safe_dump(GOOD))
+    assert cli.main(["sweep", str(f), "--dry-run", "train.epochs"]) == 2
+    assert "expected key=value" in capsys.readouterr().err
+    assert cli.main(["sweep", str(f), "--dry-run", "--only", "zzz"]) == 2
+    assert "--only zzz: no such sweep; sweeps in this file: s" in capsys.readouterr().err
+
+
+def test_malformed_data_file_is_caught_before_any_trial(workdir, capsys):
+    (workdir / "bad.csv").write_text("text,label\ngood,1\nonly-one-field\n")
+    f = workdir / "s.yaml"
+    f.write_text(yaml.safe_dump(_with("sweeps.0.data", {"source": "files", "files": ["bad.csv"]})))
+    assert cli.main(["sweep", str(f)]) == 2
+    assert "bad.csv:3: expected 2 fields" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "ray_results").exists()
+
+
+def test_overrides_apply_to_every_sweep_and_by_index(tmp_path):
+    f = tmp_path / "ok.yaml"
+    doc = {**GOOD, "sweeps": [GOOD["sweeps"][0], {**GOOD["sweeps"][0], "name": "s2"}]}
+    f.write_text(yaml.safe_dump(doc))
+    cfg = config.load(f, ["train.epochs=7", "sweeps.1.train.lr=0.5", "max_concurrent_trials=3"])
+    assert [s.train.epochs for s in cfg.sweeps] == [7, 7]
+    assert [s.train.lr for s in cfg.sweeps] == [5e-5, 0.5]
+    assert cfg.max_concurrent_trials == 3
+
+
+def test_defaults_merge_and_task_default_split():
+    cfg = config.parse({"experiment": "t", "defaults": {"train": {"epochs": 9, "lr": 0.1}},
+                        "sweeps": [{"name": "a", "task": "ner", "model": {"name": "tiny-bert"}, "train": {"lr": 0.2}}]})
+    s = cfg.sweeps[0]
+    assert (s.train.epochs, s.train.lr) == (9, 0.2)
+    assert s.data.split == (0.7, 0.15, 0.15)
+
+
+def test_param_space_uses_ray_samplers():
+    from ray import tune
+
+    sweep = config.parse({**GOOD, "sweeps": [{**GOOD["sweeps"][0], "search_space": {
+        "lr": {"loguniform": [1e-5, 1e-3]}, "seed": {"grid_search": [0, 1]}, "batch_size": {"choice": [8, 16]}}}]}).sweeps[0]
+    space = config.param_space(sweep)["train"]
+    assert space["seed"] == tune.grid_search([0, 1])
+    assert isinstance(space["lr"], tune.search.sample.Float) and space["lr"].lower == 1e-5
+    assert isinstance(space["batch_size"], tune.search.sample.Categorical)
+    assert config.resolve_trial(sweep, {"lr": 2e-4, "seed": 1}).train.lr == 2e-4
+
+
+def test_every_sweep_file_validates():
+    import glob
+    import os
+
+    files = glob.glob(os.path.join(os.path.dirname(__file__), "..", "sweeps", "**", "*.yaml"), recursive=True)
+    assert files
+    for f in files:
+        config.load(f, ["model.name=tiny-bert"] if "paper" in f else [])

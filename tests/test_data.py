@@ -1,0 +1,142 @@
+"""Every data format loads; malformed files name the file and line; splits are sane."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from squeeze.config import DataCfg
+from squeeze.data import load_splits, split_pool, synthetic
+from squeeze.data.conll import iob1_to_iob2, read_conll
+from squeeze.data.errors import DataError
+from squeeze.data.parlai import read_parlai
+from squeeze.data.tabular import read_csv, read_jsonl
+from squeeze.data.text import read_text
+from squeeze.tasks.ner import NerTask
+from squeeze.tasks.sentiment import SentimentTask
+
+
+@pytest.mark.parametrize("tags,expected", [
+    (["I-PER", "I-PER", "O"], ["B-PER", "I-PER", "O"]),
+    (["I-PER", "I-LOC"], ["B-PER", "B-LOC"]),                   # type change starts a new entity
+    (["I-ORG", "B-ORG", "I-ORG"], ["B-ORG", "B-ORG", "I-ORG"]),  # IOB1 B- separates same-type entities
+    (["O", "I-MISC", "O", "I-MISC"], ["O", "B-MISC", "O", "B-MISC"]),
+    (["B-PER", "I-PER"], ["B-PER", "I-PER"]),                   # IOB2 stays as it is
+])
+def test_iob1_to_iob2(tags, expected):
+    assert iob1_to_iob2(tags) == expected
+
+
+def test_conll_iob1_file_is_converted(tmp_path):
+    p = tmp_path / "eng.train"
+    p.write_text("-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP I-MISC\n\n"
+                 "Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n")
+    s = read_conll(p)
+    assert s == [{"tokens": ["EU", "rejects", "German"], "tags": ["B-ORG", "O", "B-MISC"]},
+                 {"tokens": ["Peter", "Blackburn"], "tags": ["B-PER", "I-PER"]}]
+
+
+def test_conll_tab_separated_and_tag_column(tmp_path):
+    p = tmp_path / "x.conll"
+    p.write_text("Paris\tB-LOC\tNNP\nis\tO\tVBZ\n")
+    assert read_conll(p, tag_column=1) == [{"tokens": ["Paris", "is"], "tags": ["B-LOC", "O"]}]
+
+
+def test_csv_and_jsonl(tmp_path):
+    (tmp_path / "a.csv").write_text('text,label\n"good, fun film",1\nbad film,0\n')
+    assert read_csv(tmp_path / "a.csv") == [{"text": "good, fun film", "label": "1"}, {"text": "bad film", "label": "0"}]
+    (tmp_path / "a.jsonl").write_text(json.dumps({"review": "ok", "y": "pos"}) + "\n\n")
+    assert read_jsonl(tmp_path / "a.jsonl", "review", "y") == [{"text": "ok", "label": "pos"}]
+
+
+def test_parlai_convai2(tmp_path):
+    p = tmp_path / "valid.txt"
+    p.write_text("1 your persona: i like cats.\n2 hi there\thello !\t\tbye|hello !\n3 how are you ?\tfine .\t\tfine .|no\n"
+                 "1 your persona: i am tall.\n2 hey\tyo\t\tyo|x\n")
+    ex = read_parlai(p)
+    assert len(ex) == 3
+    assert ex[1] == {"persona": ["i like cats."], "history": ["hi there", "hello !", "how are you ?"], "reply": "fine .",
+                     "candidates": ["fine .", "no"], "dialog": 0}
+    assert ex[2]["persona"] == ["i am tall."] and ex[2]["history"] == ["hey"] and ex[2]["dialog"] == 1
+
+
+def test_text(tmp_path):
+    (tmp_path / "wiki.txt").write_text(" = T = \n\n a line . \n")
+    assert read_text(tmp_path / "wiki.txt") == [{"text": "= T ="}, {"text": "a line ."}]
+
+
+@pytest.mark.parametrize("name,content,reader,line", [
+    ("bad.csv", 'text,label\nfine,1\n"unclosed,0\n', read_csv, None),
+    ("bad2.csv", "text,label\nonly-one-field\n", read_csv, 2),
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": \n', read_jsonl, 2),
+    ("nolabel.jsonl", '{"text": "a"}\n', read_jsonl, 1),
+    ("bad.conll", "EU B-ORG\nrejects\n", read_conll, 2),
+    ("badtag.conll", "EU ORG\n", read_conll, 1),
+    ("bad.txt", "1 your persona: x\nhello\tworld\n", read_parlai, 2),
+    ("nolabel.txt", "1 hi\t\t\ta|b\n", read_parlai, 1),
+])
+def test_malformed_files_name_file_and_line(tmp_path, name, content, reader, line):
+    p = tmp_path / name
+    p.write_text(content)
+    with pytest.raises(DataError) as err:
+        reader(p)
+    assert name in str(err.value)
+    if line is not None:
+        assert f"{name}:{line}:" in str(err.value)
+
+
+def test_text_not_utf8(tmp_path):
+    p = tmp_path / "latin.txt"
+    p.write_bytes(b"caf\xe9\n")
+    with pytest.raises(DataError, match="latin.txt: not UTF-8"):
+        read_text(p)
+
+
+def test_splits_deterministic_disjoint_and_sized():
+    pool = [{"text": str(i), "label": "a"} for i in range(200)]
+    a, b = split_pool(pool, (0.5, 0.25, 0.25), seed=3), split_pool(pool, (0.5, 0.25, 0.25), seed=3)
+    assert a == b
+    assert [len(a[s]) for s in ("train", "dev", "test")] == [100, 50, 50]
+    ids = [set(ex["text"] for ex in a[s]) for s in ("train", "dev", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert split_pool(pool, (0.5, 0.25, 0.25), seed=4) != a
+
+
+def test_dialogue_split_keeps_dialogues_together():
+    bundle = load_splits("dialogue", DataCfg(size=300, split=(0.8, 0.1, 0.1)))
+    dialogs = [{ex["dialog"] for ex in bundle.splits[s]} for s in ("train", "dev", "test")]
+    assert not (dialogs[0] & dialogs[1] or dialogs[0] & dialogs[2] or dialogs[1] & dialogs[2])
+    assert bundle.sizes == {"train": 240, "dev": 30, "test": 30}
+
+
+def test_synthetic_is_deterministic_and_named():
+    assert synthetic.sentiment(50, seed=1) == synthetic.sentiment(50, seed=1)
+    assert synthetic.sentiment(50, seed=1) != synthetic.sentiment(50, seed=2)
+    bundle = load_splits("ner", DataCfg(size=100, split=(0.7, 0.15, 0.15)))
+    assert bundle.name == "synthetic-ner"
+    assert all(t == "O" or t[:2] in ("B-", "I-") for ex in bundle.splits["train"] for t in ex["tags"])
+
+
+def test_files_source_with_own_splits(tmp_path):
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.csv").write_text("text,label\ngood,pos\nbad,neg\n")
+    cfg = DataCfg(source="files", train=str(tmp_path / "train.csv"), dev=str(tmp_path / "dev.csv"), test=str(tmp_path / "test.csv"))
+    bundle = load_splits("sentiment", cfg)
+    assert bundle.sizes == {"train": 2, "dev": 2, "test": 2}
+
+
+def test_label_sets_must_match_between_splits():
+    splits = {"train": [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}],
+              "dev": [{"text": "c", "label": "neutral"}], "test": [{"text": "d", "label": "pos"}]}
+    with pytest.raises(DataError, match="neutral"):
+        SentimentTask().labels(splits)
+    ner = {"train": [{"tokens": ["a"], "tags": ["B-PER"]}], "dev": [{"tokens": ["b"], "tags": ["B-LOC"]}], "test": []}
+    with pytest.raises(DataError, match="B-LOC"):
+        NerTask().labels(ner)
+
+
+def test_hub_source_offline_gives_clear_error():
+    cfg = DataCfg(source="hub", name="squeeze-test/does-not-exist")
+    with pytest.raises(DataError, match="squeeze-test/does-not-exist: could not load from the Hugging Face hub"):
+        load_splits("sentiment", cfg)

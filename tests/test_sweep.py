@@ -1,0 +1,108 @@
+"""Real sweeps: Ray Tune trials against a real MLflow server on 127.0.0.1, and every sweep file."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import yaml
+
+from squeeze import cli
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write(path, doc):
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_sweep_against_mlflow_server(workdir, ray_session, mlflow_server, capsys):
+    from mlflow import MlflowClient
+
+    from analysis.runs import load_runs
+
+    f = _write(workdir / "s.yaml", {"experiment": "srv", "sweeps": [{
+        "name": "senti", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 120},
+        "train": {"epochs": 2, "batch_size": 16, "max_length": 48},
+        "search_space": {"lr": {"grid_search": [1e-3, 3e-4]}}}]})
+    assert cli.main(["sweep", f, "--tracking-uri", mlflow_server]) == 0
+    out = capsys.readouterr().out
+    assert "val/accuracy" in out and "test/accuracy" in out  # the closing results table
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("srv")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("squeeze.parent") == "1"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "config")] == ["config/resolved.yaml"]
+    assert {r.data.params["train.lr"] for r in children} == {"0.001", "0.0003"}
+    for r in children:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.tags["task"] == "sentiment" and r.data.tags["technique"] == "finetune"
+        p = r.data.params
+        for key in ("task", "technique", "model.name", "train.seed", "data.n_train", "data.n_dev", "data.n_test",
+                    "env.torch", "env.ray", "env.mlflow", "env.git_commit", "env.cpu"):
+            assert key in p, key
+        assert p["data.n_train"] == "60" and p["data.name"] == "synthetic-sentiment"
+        history = client.get_metric_history(r.info.run_id, "val/accuracy")
+        assert sorted(m.step for m in history) == [0, 1]
+        assert 0 <= r.data.metrics["test/accuracy"] <= 1 and "test/f1" in r.data.metrics
+        arts = {a.path for a in client.list_artifacts(r.info.run_id, "model")}
+        assert "model/model.safetensors" in arts and "model/config.json" in arts
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "predictions")] == ["predictions/test.jsonl"]
+        assert "config/trial.yaml" in {a.path for a in client.list_artifacts(r.info.run_id, "config")}
+
+    df = load_runs("srv", tracking_uri=mlflow_server)
+    assert len(df) == 2
+    assert sorted(df["lr"]) == [3e-4, 1e-3]
+    assert {"task", "technique", "model", "val/accuracy", "test/accuracy"} <= set(df.columns)
+    df.to_parquet(workdir / "runs.parquet")
+    assert (workdir / "runs.parquet").stat().st_size > 0
+
+
+def test_more_gpus_than_cluster_is_refused(workdir, ray_session, capsys):
+    f = _write(workdir / "g.yaml", {"experiment": "g", "sweeps": [{
+        "name": "a", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60},
+        "resources": {"gpu": 1}}]})
+    assert cli.main(["sweep", f]) == 2
+    assert "sweeps.0.resources.gpu: a trial asks for 1.0 GPU, the Ray cluster has 0" in capsys.readouterr().err
+    f = _write(workdir / "c.yaml", {"experiment": "c", "sweeps": [{
+        "name": "a", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60},
+        "resources": {"cpu": 64}}]})
+    assert cli.main(["sweep", f]) == 2
+    assert "sweeps.0.resources.cpu: a trial asks for 64.0 CPU" in capsys.readouterr().err
+
+
+def test_unreachable_tracking_server_refuses_to_start(workdir, capsys):
+    f = _write(workdir / "u.yaml", {"experiment": "u", "sweeps": [{
+        "name": "a", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60}}]})
+    assert cli.main(["sweep", f, "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in capsys.readouterr().err
+    assert not (workdir / "ray_results").exists()
+
+
+SWEEP_FILES = sorted(glob.glob(os.path.join(ROOT, "sweeps", "**", "*.yaml"), recursive=True))
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[os.path.relpath(p, ROOT) for p in SWEEP_FILES])
+def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
+    """lightning-hydra-template's habit: every experiment config runs, shrunk to tiny models and 2 steps."""
+    from analysis.runs import load_runs
+
+    over = ["train.max_steps=2", "train.epochs=1", "train.max_length=48", "data.size=60", "data.source=synthetic",
+            "data.files=[]", "data.train=null", "data.dev=null", "data.test=null", "data.split=[0.6,0.2,0.2]",
+            "eval.max_generate=2", "eval.max_rank=2", "resources.gpu=0", "resources.cpu=1"]
+    doc = yaml.safe_load(open(path))
+    for i, s in enumerate(doc["sweeps"]):
+        preset = "tiny-gpt2" if s.get("task", doc.get("defaults", {}).get("task")) == "dialogue" else "tiny-bert"
+        over.append(f"sweeps.{i}.model.name={preset}")
+    assert cli.main(["sweep", path, *over]) == 0
+    df = load_runs(doc["experiment"])
+    assert len(df) >= len(doc["sweeps"]) and (df["status"] == "FINISHED").all()
