@@ -56,14 +56,18 @@ SAMPLERS: dict[str, Optional[tuple[int, ...]]] = {
 
 PRESETS = ("tiny-bert", "tiny-gpt2", "minilm")
 DATA_FORMATS = ("csv", "jsonl", "conll", "parlai", "text")
-DEFAULT_SPLITS = {"sentiment": (0.5, 0.25, 0.25), "ner": (0.7, 0.15, 0.15), "dialogue": (0.99, 0.005, 0.005)}
+DEFAULT_SPLITS = {"sentiment": (0.5, 0.25, 0.25), "ner": (0.7, 0.15, 0.15), "dialogue": (0.99, 0.005, 0.005),
+                  "lm": (0.8, 0.1, 0.1)}
+# techniques that start from another sweep's trials, and what they take from it
+NEEDS_SOURCE = {"imp": "the imp_prune sweep whose pruned models it fine-tunes",
+                "dq": "the sweep whose fine-tuned models it quantizes"}
 
 
 class TrainCfg(_Strict):
     """Training hyperparameters; every field may also be a search-space key."""
 
     lr: float = Field(5e-5, gt=0, description="peak learning rate of AdamW")
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=0, description="0: no training (post-training techniques such as dq)")
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(32, ge=1)
     max_length: int = Field(128, ge=8, le=8192)
@@ -180,6 +184,20 @@ class ResourcesCfg(_Strict):
     gpu: float = Field(0.0, ge=0)
 
 
+class SourceCfg(_Strict):
+    """Start each trial from finished trials of an earlier sweep of the same experiment."""
+
+    sweep: str
+    select: Literal["all", "best", "best_per"] = "all"
+    per: Optional[str] = Field(None, description="best_per: the param that groups trials, e.g. params.imp_prune.sparsity")
+
+    @model_validator(mode="after")
+    def _per(self):
+        if self.select == "best_per" and not self.per:
+            raise ValueError("select 'best_per' needs `per`, the param that groups the trials")
+        return self
+
+
 class SweepCfg(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     task: str
@@ -188,6 +206,8 @@ class SweepCfg(_Strict):
     data: DataCfg = Field(default_factory=DataCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
     eval: EvalCfg = Field(default_factory=EvalCfg)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per technique, e.g. {pkd: {alpha: 0.5}}")
+    source: Optional[SourceCfg] = None
     search_space: dict[str, Any] = Field(default_factory=dict)
     num_samples: int = Field(1, ge=1)
     resources: ResourcesCfg = Field(default_factory=ResourcesCfg)
@@ -211,8 +231,20 @@ class SweepCfg(_Strict):
 
     @model_validator(mode="after")
     def _space(self):
+        for name, values in self.params.items():
+            if name not in self.technique:
+                raise ValueError(f"params.{name}: technique {name!r} is not in this sweep's technique list {self.technique}")
+            _technique_params(name, values, f"params.{name}")
         for key, spec in self.search_space.items():
-            _check_space_entry(key, spec, self.train)
+            _check_space_entry(key, spec, self)
+        for t in self.technique:
+            if t in NEEDS_SOURCE and self.source is None:
+                raise ValueError(f"technique {t!r} needs `source: {{sweep: ...}}`: {NEEDS_SOURCE[t]}")
+        if "pkd" in self.technique and self.source is None and not self.params.get("pkd", {}).get("teacher"):
+            raise ValueError("technique 'pkd' needs a teacher: `source: {sweep: <baseline sweep>, select: best}` "
+                             "or params.pkd.teacher (a model folder saved by squeeze)")
+        if ("imp_prune" in self.technique) != (self.task == "lm"):
+            raise ValueError("technique 'imp_prune' runs on task 'lm' (the prune stage), and task 'lm' only with it")
         if self.data.split is None:
             self.data.split = DEFAULT_SPLITS[self.task]
         return self
@@ -234,14 +266,34 @@ class RunCfg(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"sweep names must be unique; repeated: {sorted(dup)}")
+        for i, s in enumerate(self.sweeps):
+            if s.source and s.source.sweep in names and names.index(s.source.sweep) >= i:
+                raise ValueError(f"sweeps.{i}.source.sweep: {s.source.sweep!r} must come before {s.name!r} in the file")
         return self
 
 
-def _check_space_entry(key: str, spec: Any, train: TrainCfg) -> None:
+def _technique_params(name: str, values: dict, where: str):
+    from squeeze.registry import get_technique_class
+
+    try:
+        return get_technique_class(name).Params.model_validate(values)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        field = ".".join(map(str, e["loc"]))
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        raise ValueError(f"{where}.{field}: {msg}") from None
+
+
+def _check_space_entry(key: str, spec: Any, sweep: "SweepCfg") -> None:
     if key == "max_length":
         raise ValueError("search_space.max_length: not tunable (data is tokenized once per sweep); make it a separate sweep")
-    if key not in TrainCfg.model_fields:
-        raise ValueError(f"search_space.{key}: not a tunable field; allowed: {', '.join(TrainCfg.model_fields)}")
+    tech, _, field = key.partition(".")
+    if field:
+        if tech not in sweep.technique:
+            raise ValueError(f"search_space.{key}: technique {tech!r} is not in this sweep's technique list {sweep.technique}")
+    elif key not in TrainCfg.model_fields:
+        raise ValueError(f"search_space.{key}: not a tunable field; allowed: {', '.join(TrainCfg.model_fields)}, "
+                         "or <technique>.<param>")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError(f"search_space.{key}: expected one sampler like {{grid_search: [...]}}; allowed: {', '.join(SAMPLERS)}")
     (sampler, args), = spec.items()
@@ -259,8 +311,14 @@ def _check_space_entry(key: str, spec: Any, train: TrainCfg) -> None:
             raise ValueError(f"search_space.{key}.{sampler}: lower bound {args[0]} must be below upper {args[1]}")
         values = args[:2] if not sampler.endswith("randn") else []
     for value in values:
+        if field:
+            try:
+                _technique_params(tech, {**sweep.params.get(tech, {}), field: value}, f"search_space.{tech}")
+            except ValueError as exc:
+                raise ValueError(f"{exc} (value {value!r} of {sampler})") from None
+            continue
         try:
-            TrainCfg.model_validate({**train.model_dump(), key: value})
+            TrainCfg.model_validate({**sweep.train.model_dump(), key: value})
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"]
             raise ValueError(f"search_space.{key}.{sampler}: value {value!r} is invalid: {msg}") from None
@@ -352,17 +410,33 @@ def load(path: str | os.PathLike, overrides: list[str] | None = None) -> RunCfg:
 
 
 def param_space(sweep: SweepCfg) -> dict[str, Any]:
-    """Translate the YAML search space into Ray Tune's ``param_space`` (train.* keys)."""
+    """Translate the YAML search space into Ray Tune's ``param_space``.
+
+    ``lr`` goes to ``{"train": {"lr": ...}}``, ``pkd.alpha`` to ``{"params": {"pkd": {"alpha": ...}}}``.
+    """
     from ray import tune
 
-    space: dict[str, Any] = {}
+    space: dict[str, Any] = {"train": {}, "params": {}}
     for key, spec in sweep.search_space.items():
         (sampler, args), = spec.items()
-        space[key] = getattr(tune, sampler)(list(args)) if SAMPLERS[sampler] is None else getattr(tune, sampler)(*args)
-    return {"train": space}
+        value = getattr(tune, sampler)(list(args)) if SAMPLERS[sampler] is None else getattr(tune, sampler)(*args)
+        tech, _, field = key.partition(".")
+        if field:
+            space["params"].setdefault(tech, {})[field] = value
+        else:
+            space["train"][key] = value
+    return space
 
 
 def resolve_trial(sweep: SweepCfg, sampled: dict[str, Any]) -> SweepCfg:
-    """The sweep with one trial's sampled hyperparameters filled in (validated again)."""
-    train = TrainCfg.model_validate({**sweep.train.model_dump(), **(sampled or {})})
-    return sweep.model_copy(update={"train": train})
+    """The sweep with one trial's sampled values filled in (validated again)."""
+    sampled = sampled or {}
+    train = TrainCfg.model_validate({**sweep.train.model_dump(), **(sampled.get("train") or {})})
+    params = {t: {**sweep.params.get(t, {}), **(sampled.get("params") or {}).get(t, {})} for t in sweep.technique}
+    params = {t: v for t, v in params.items() if v}
+    return sweep.model_copy(update={"train": train, "params": params})
+
+
+def technique_params(sweep: SweepCfg, name: str):
+    """The validated Params object of one technique of a (resolved) sweep."""
+    return _technique_params(name, sweep.params.get(name, {}), f"params.{name}")

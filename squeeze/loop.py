@@ -93,11 +93,11 @@ class Loop:
             return not math.isnan(value)
         return value > self.state.best if self.mode == "max" else value < self.state.best
 
-    def _step(self, batch) -> torch.Tensor:
+    def _step(self, batch, indices: list[int]) -> torch.Tensor:
         outputs = self.model(**batch, output_hidden_states=self.needs_hidden) if self.needs_hidden else self.model(**batch)
         loss = outputs.loss
         for hook in self.hooks:
-            extra = hook.extra_loss(batch, outputs)
+            extra = hook.extra_loss(batch, outputs, indices)
             if extra is not None:
                 loss = loss + extra
         loss.backward()
@@ -123,7 +123,7 @@ class Loop:
             batch = collate(feats, self.pad_id)
             real += sum(len(f["input_ids"]) for f in feats)
             padded += batch["input_ids"].numel()
-            loss_sum += self._step(to_device(batch, self.device))
+            loss_sum += self._step(to_device(batch, self.device), idx)
             n_batches += 1
             samples += len(idx)
         mean = float(loss_sum) / max(n_batches, 1)

@@ -93,6 +93,11 @@ def build_model(name: str, auto_class: str, tokenizer, *, seed: int, labels: lis
         model = cls.from_config(config)
     else:
         model = cls.from_pretrained(resolve_source(name), **label_kw)
+    return fit_embeddings(model, tokenizer)
+
+
+def fit_embeddings(model, tokenizer):
+    """Grow the embeddings for tokens the task added (speaker tokens) and set the pad id."""
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer.pad_token_id is not None:

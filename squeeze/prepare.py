@@ -38,8 +38,15 @@ class Prepared:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
 
-def cache_key(sweep) -> str:
-    spec = {"task": sweep.task, "data": sweep.data.model_dump(mode="json"), "model": sweep.model.name,
+def _tok_stamp(tokenizer_dir) -> str:
+    if tokenizer_dir is None:
+        return ""
+    f = Path(tokenizer_dir) / "tokenizer.json"
+    return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else str(tokenizer_dir)
+
+
+def cache_key(sweep, tokenizer_dir=None) -> str:
+    spec = {"tokenizer": _tok_stamp(tokenizer_dir), "task": sweep.task, "data": sweep.data.model_dump(mode="json"), "model": sweep.model.name,
             "max_length": sweep.train.max_length, "version": __version__, "files": _file_stamps(sweep.data)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -74,13 +81,16 @@ def _load_cached(d: Path, sweep) -> Prepared | None:
     return Prepared(sweep.task, meta["data_name"], meta["sizes"], meta["labels"], tok, feats, exs, d.name)
 
 
-def prepare(sweep, cache_dir: str | Path) -> Prepared:
-    """Load, split, tokenize (once per sweep; cached by data, model and max length).
+def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Prepared:
+    """Load, split, tokenize (once per sweep; cached by data, tokenizer, model and max length).
+
+    ``tokenizer_dir``: the tokenizer of the source model (a sweep that starts from another
+    sweep's trials must tokenize as its source did).
 
     Raises:
         DataError: when a data file or source cannot be used.
     """
-    key = cache_key(sweep)
+    key = cache_key(sweep, tokenizer_dir)
     d = Path(cache_dir) / "encoded" / key
     cached = _load_cached(d, sweep)
     if cached is not None:
@@ -88,7 +98,12 @@ def prepare(sweep, cache_dir: str | Path) -> Prepared:
     task = get_task(sweep.task)
     bundle = load_splits(sweep.task, sweep.data)
     labels = task.labels(bundle.splits)
-    tok = models.load_tokenizer(sweep.model.name, task.texts(bundle.splits["train"]), cache_dir)
+    if tokenizer_dir is not None:
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tok = models.load_tokenizer(sweep.model.name, task.texts(bundle.splits["train"]), cache_dir)
     tok = task.prepare_tokenizer(tok)
     feats = {s: task.encode(bundle.splits[s], tok, labels, sweep.train.max_length) for s in SPLITS}
     d.mkdir(parents=True, exist_ok=True)

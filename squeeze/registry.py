@@ -12,10 +12,16 @@ TASKS: dict[str, str] = {
     "sentiment": "squeeze.tasks.sentiment:SentimentTask",
     "ner": "squeeze.tasks.ner:NerTask",
     "dialogue": "squeeze.tasks.dialogue:DialogueTask",
+    "lm": "squeeze.tasks.lm:LmTask",
 }
 
 TECHNIQUES: dict[str, str] = {
     "finetune": "squeeze.techniques.finetune:FineTune",
+    "pkd": "squeeze.techniques.pkd:PKD",
+    "imp_prune": "squeeze.techniques.imp:ImpPrune",
+    "imp": "squeeze.techniques.imp:Imp",
+    "dq": "squeeze.techniques.dq:DQ",
+    "qat": "squeeze.techniques.qat:QAT",
 }
 
 

@@ -77,7 +77,7 @@ def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
     return tune.with_resources(tune.with_parameters(run_trial, prepared=prepared, context=ctx), resources)
 
 
-def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, *, resume: bool = False):
+def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, *, resume: bool = False, sources=None):
     from ray import tune
 
     task = get_task(sweep.task)
@@ -85,8 +85,11 @@ def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, *, resume
     name = f"{cfg.experiment}-{sweep.name}"
     trainable = _trainable(sweep, prepared, ctx)
     path = os.path.join(storage, name)
+    space = param_space(sweep)
+    if sources:
+        space["source_run"] = tune.grid_search(sources)
     if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=param_space(sweep))
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=space)
     tune_config = tune.TuneConfig(metric=f"val/{task.primary_metric}", mode=task.mode, num_samples=sweep.num_samples,
                                   max_concurrent_trials=cfg.max_concurrent_trials or None)
     run_config = tune.RunConfig(
@@ -94,7 +97,7 @@ def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, *, resume
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id)])
-    return tune.Tuner(trainable, param_space=param_space(sweep), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
 def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
@@ -105,6 +108,9 @@ def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
         m = r.metrics or {}
         row = {"sweep": sweep.name, "trial": m.get("trial_id", "?")}
         row.update({k: v for k, v in (r.config.get("train") or {}).items()})
+        row.update({f"{t}.{k}": v for t, ps in (r.config.get("params") or {}).items() for k, v in ps.items()})
+        if r.config.get("source_run"):
+            row["source_run"] = r.config["source_run"][:8]
         for split in ("val", "test"):
             row[f"{split}/{task.primary_metric}"] = m.get(f"{split}/{task.primary_metric}")
         row["status"] = "ERROR" if r.error else "OK"
@@ -116,8 +122,23 @@ def _parent_file(cfg: RunCfg, sweep: SweepCfg) -> Path:
     return Path(cfg.storage_path).resolve() / f"{cfg.experiment}-{sweep.name}" / "squeeze_parent.json"
 
 
-def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: str, *, resume: bool = False) -> SweepOutcome:
+def resolve_sources(cfg: RunCfg, sweep: SweepCfg, uri: str, experiment_id: str) -> list[str]:
+    """Run ids of the source sweep's trials this sweep starts from (one trial per source run)."""
+    src = sweep.source
+    origin = next((s for s in cfg.sweeps if s.name == src.sweep), sweep)
+    task = get_task(origin.task)
+    return tracking.source_runs(uri, experiment_id, src.sweep, select=src.select, per=src.per,
+                                metric=f"val/{task.primary_metric}", mode=task.mode)
+
+
+def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, experiment_id: str, *,
+            resume: bool = False) -> SweepOutcome:
     """Run one sweep under its MLflow parent run (reused on ``resume``)."""
+    sources = None
+    if sweep.source is not None:
+        sources = resolve_sources(cfg, sweep, uri, experiment_id)
+        cache = Path(cfg.cache_dir).resolve()
+        prepared = prepare(sweep, cache, tokenizer_dir=tracking.download_model(uri, sources[0], cache))
     from squeeze.provenance import git_commit
     from squeeze.trial import TrialContext
 
@@ -131,13 +152,20 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, uri: str, experime
             **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})
         pfile.parent.mkdir(parents=True, exist_ok=True)
         pfile.write_text(json.dumps({"parent_run_id": parent_id}))
-    ctx = TrialContext(sweep.model_dump_json(), uri, experiment_id, parent_id)
-    results = build_tuner(cfg, sweep, prepared, ctx, resume=resume).fit()
+    ctx = TrialContext(sweep.model_dump_json(), uri, experiment_id, parent_id, str(Path(cfg.cache_dir).resolve()))
+    results = build_tuner(cfg, sweep, prepared, ctx, resume=resume, sources=sources).fit()
     table = results_table(results, sweep)
     errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
     summary = {"trials": len(table), "trials_failed": errors}
     tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)}, failed=errors == len(table))
     return SweepOutcome(sweep.name, parent_id, table, errors)
+
+
+def _check_data(sweep: SweepCfg) -> None:
+    from squeeze.data import load_splits
+
+    get_task(sweep.task).labels(load_splits(sweep.task, sweep.data).splits)
+    return None
 
 
 def plan(cfg: RunCfg, only: list[str] | None = None) -> list[SweepCfg]:
@@ -154,9 +182,12 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
     sweeps = plan(cfg, only)
     uri = tracking_uri or cfg.tracking_uri or tracking.default_uri()
     tracking.check_reachable(uri)
-    prepared = {s.name: prepare(s, Path(cfg.cache_dir).resolve()) for s in sweeps}
+    cache = Path(cfg.cache_dir).resolve()
+    # data errors surface now; a sweep with a source is tokenized later, with its source's tokenizer
+    prepared = {s.name: prepare(s, cache) if s.source is None else _check_data(s) for s in sweeps}
     if dry_run:
-        return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **prepared[s.name].sizes}]), 0, True) for s in sweeps]
+        return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **(prepared[s.name].sizes if prepared[s.name] else {})}]),
+                             0, True) for s in sweeps]
     experiment_id = tracking.ensure_experiment(uri, cfg.experiment, cfg.artifact_location)
     done = {s.name for s in sweeps if skip_complete and not resume
             and tracking.completed_parent(uri, experiment_id, s.name, sweep_hash(s))}

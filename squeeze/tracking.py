@@ -200,3 +200,54 @@ def completed_parent(uri: str, experiment_id: str, sweep: str, sweep_hash: str) 
              f"tags.`squeeze.sweep_hash` = '{sweep_hash}' and attributes.status = 'FINISHED' "
              f"and tags.`squeeze.failed_trials` = '0'")
     return bool(_client(uri).search_runs([experiment_id], query, max_results=1))
+
+
+def source_runs(uri: str, experiment_id: str, sweep: str, *, select: str, per: str | None, metric: str, mode: str) -> list[str]:
+    """Run ids of the FINISHED trials of ``sweep`` (its latest parent run) that a later sweep starts from.
+
+    ``select``: ``all`` trials, the ``best`` by ``metric``, or the best per value of param ``per``.
+
+    Raises:
+        TrackingError: when the sweep has no finished trial in the experiment.
+    """
+    client = _client(uri)
+    parents = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`{SWEEP_TAG}` = '{sweep}'",
+                                 order_by=["attributes.start_time DESC"])
+    runs = []
+    for parent in parents:
+        runs = client.search_runs([experiment_id], f"tags.`{NESTED}` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
+                                  max_results=10000)
+        if runs:
+            break
+    if not runs:
+        raise TrackingError(f"source sweep {sweep!r} has no finished trial in this experiment; run it first")
+    if select == "all":
+        return [r.info.run_id for r in sorted(runs, key=lambda r: r.info.start_time)]
+    sign = 1 if mode == "max" else -1
+    groups: dict = {}
+    for r in runs:
+        key = r.data.params.get(per) if select == "best_per" else None
+        value = r.data.metrics.get(metric)
+        if value is None or value != value:
+            continue
+        if key not in groups or sign * value > sign * groups[key][0]:
+            groups[key] = (value, r.info.run_id)
+    if not groups:
+        raise TrackingError(f"source sweep {sweep!r}: no finished trial has metric {metric!r}")
+    return [run_id for _, (_, run_id) in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+
+
+def download_model(uri: str, run_id: str, cache_dir: str | Path) -> str:
+    """The ``model`` artifact folder of a run, downloaded once per node into the cache."""
+    import fcntl
+
+    import mlflow
+
+    d = Path(cache_dir) / "models" / run_id
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(d) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / "model" / "config.json").is_file():
+            _retry(lambda: mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=str(d),
+                                                               tracking_uri=uri), "download_artifacts")
+    return str(d / "model")

@@ -1,25 +1,27 @@
-"""The one Ray Tune trainable: one trial = one task x technique x hyperparameter setting.
+"""The one Ray Tune trainable: one trial = one task x technique(s) x hyperparameter setting.
 
 The only ``tune.report`` is here. Each epoch reports the dev metrics with a checkpoint; a
-restarted trial resumes from ``tune.get_checkpoint()``. The trial's MLflow child run follows
-it: FINISHED at the end, FAILED with the reason when anything raises.
+restarted trial resumes from ``tune.get_checkpoint()``. At the end the techniques finalize the
+model (int8 conversion, mask checks), dev and test are evaluated on the final model, and the
+model goes through save -> load -> re-evaluate (the parity check). The trial's MLflow child run
+follows it: FINISHED at the end, FAILED with the reason when anything raises.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from squeeze import checkpoint, models, tracking
-from squeeze.config import SweepCfg, resolve_trial
+from squeeze import checkpoint, models, serialize, tracking
+from squeeze.config import SweepCfg, resolve_trial, technique_params
 from squeeze.loop import Loop, seed_everything
 from squeeze.prepare import Prepared
 from squeeze.registry import get_task, get_technique_class
+from squeeze.techniques.base import TechniqueContext
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class TrialContext:
     tracking_uri: str
     experiment_id: str
     parent_id: str
+    cache_dir: str
 
 
 def _flat(prefix: str, obj) -> dict:
@@ -48,30 +51,46 @@ def _device(choice: str) -> str:
     return choice
 
 
-def _params(cfg: SweepCfg, prepared: Prepared) -> dict:
+def auto_class(task, tokenizer) -> str:
+    return task.auto_class_for(tokenizer) if hasattr(task, "auto_class_for") else task.auto_class
+
+
+def _params(cfg: SweepCfg, prepared: Prepared, source_run: str | None) -> dict:
     from squeeze.provenance import environment
 
     params = _flat("", cfg.model_dump(mode="json", exclude={"search_space", "name"}))
     params.update({"sweep": cfg.name, "technique": "+".join(cfg.technique), "data.name": prepared.data_name,
-                   **{f"data.n_{k}": v for k, v in prepared.sizes.items()}})
+                   "source_run": source_run or "", **{f"data.n_{k}": v for k, v in prepared.sizes.items()}})
     params.update(environment())
     return params
 
 
-def _save_outputs(tracker, model, prepared: Prepared, predictions: list[dict], cfg: SweepCfg, report: dict) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        model.save_pretrained(t / "model", safe_serialization=True)
-        prepared.tokenizer.save_pretrained(t / "model")
-        (t / "predictions").mkdir()
-        with open(t / "predictions" / "test.jsonl", "w") as fh:
-            for row in predictions:
-                fh.write(json.dumps(row) + "\n")
-        (t / "config").mkdir()
-        (t / "config" / "trial.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        (t / "config" / "result.json").write_text(json.dumps(report, indent=1))
-        for sub in ("model", "predictions", "config"):
-            tracker.log_artifacts(t / sub, sub)
+def _initial_model(cfg, task, prepared, hooks, source_dir):
+    for hook in hooks:
+        model = hook.initial_model()
+        if model is not None:
+            return model
+    cls = auto_class(task, prepared.tokenizer)
+    if source_dir is None:
+        return models.build_model(cfg.model.name, cls, prepared.tokenizer, seed=cfg.train.seed, labels=prepared.labels)
+    source = serialize.load(source_dir)
+    if serialize.read_format(source_dir)["auto_class"] == cls:
+        return models.fit_embeddings(source, prepared.tokenizer).train()
+    with tempfile.TemporaryDirectory() as tmp:  # another head (pruned MLM -> classifier): transfer the encoder
+        source.save_pretrained(tmp, safe_serialization=True)
+        return models.build_model(tmp, cls, prepared.tokenizer, seed=cfg.train.seed, labels=prepared.labels)
+
+
+def _write_outputs(t: Path, model, prepared, predictions, cfg, report, conv1d: bool, cls: str) -> None:
+    serialize.save(model, t / "model", auto_class=cls, conv1d_to_linear=conv1d)
+    prepared.tokenizer.save_pretrained(t / "model")
+    (t / "predictions").mkdir()
+    with open(t / "predictions" / "test.jsonl", "w") as fh:
+        for row in predictions:
+            fh.write(json.dumps(row) + "\n")
+    (t / "config").mkdir()
+    (t / "config" / "trial.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    (t / "config" / "result.json").write_text(json.dumps(report, indent=1))
 
 
 def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
@@ -79,26 +98,34 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     import torch
     from ray import tune
 
-    cfg = resolve_trial(SweepCfg.model_validate_json(context.sweep_json), config.get("train", {}))
+    cfg = resolve_trial(SweepCfg.model_validate_json(context.sweep_json), config)
     trial_id = tune.get_context().get_trial_id() or "local"
     task = get_task(cfg.task)
+    source_run = config.get("source_run")
     tracker = tracking.TrialRun(context.tracking_uri, context.experiment_id, context.parent_id, trial_id,
                                 name=f"{cfg.name}-{trial_id}", tags={"task": cfg.task, "technique": "+".join(cfg.technique),
                                                                      "model": cfg.model.name, tracking.SWEEP_TAG: cfg.name})
     try:
         tc = cfg.train
         torch.set_num_threads(tc.num_threads or max(1, int(cfg.resources.cpu)))
-        tracker.log_params(_params(cfg, prepared))
+        tracker.log_params(_params(cfg, prepared, source_run))
         seed_everything(tc.seed)
         device = _device(tc.device)
-        model = models.build_model(cfg.model.name, task.auto_class, prepared.tokenizer, seed=tc.seed, labels=prepared.labels)
-        hooks = [get_technique_class(name)() for name in cfg.technique]
+        source_dir = tracking.download_model(context.tracking_uri, source_run, context.cache_dir) if source_run else None
 
-        def evaluate(m, split="dev", final=False):
+        def evaluate(m, split="dev", final=False, on=None):
             return task.evaluate(m, prepared.features[split], prepared.examples[split], tokenizer=prepared.tokenizer,
-                                 labels=prepared.labels, batch_size=tc.eval_batch_size, device=device,
+                                 labels=prepared.labels, batch_size=tc.eval_batch_size, device=on or device,
                                  eval_cfg=cfg.eval, final=final)
 
+        hooks = []
+        for name in cfg.technique:
+            ctx = TechniqueContext(task=task, prepared=prepared, model_name=cfg.model.name, params=technique_params(cfg, name),
+                                   evaluate=lambda m: evaluate(m)[0], log_metrics=tracker.log_metrics,
+                                   cache_dir=context.cache_dir, seed=tc.seed, device=device, source_dir=source_dir,
+                                   source_id=source_run)
+            hooks.append(get_technique_class(name)(ctx))
+        model = _initial_model(cfg, task, prepared, hooks, source_dir)
         loop = Loop(model, hooks=hooks, train=prepared.features["train"], pad_id=prepared.pad_id,
                     evaluate=lambda m: evaluate(m)[0], primary=task.primary_metric, mode=task.mode,
                     lr=tc.lr, epochs=tc.epochs, batch_size=tc.batch_size, warmup_ratio=tc.warmup_ratio,
@@ -118,15 +145,33 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
                 tune.report({**metrics, "epoch": res.epoch, "step": res.step}, checkpoint=tune.Checkpoint.from_directory(tmp))
         loop.load_best()
         model = loop.finalize()
-        test, predictions = evaluate(model, "test", final=True)
-        best = {f"best/val_{task.primary_metric}": loop.state.best, "best/epoch": loop.state.best_epoch}
-        final = {**{f"test/{k}": v for k, v in test.items()}, **best}
-        tracker.log_metrics(final, step=loop.state.epoch)
-        _save_outputs(tracker, model, prepared, predictions, cfg, final)
-        at_best = next((h for h in loop.state.history if h["epoch"] == loop.state.best_epoch), {})
-        best_val = {f"val/{k}": v for k, v in at_best.items() if k not in ("epoch", "loss")}
+        eval_on = next((h.eval_device for h in hooks if h.eval_device), device)
+        model = model.to(eval_on)
+        val, _ = evaluate(model, "dev", on=eval_on)
+        test, predictions = evaluate(model, "test", final=True, on=eval_on)
+        cls = auto_class(task, prepared.tokenizer)
+        conv1d = any(h.conv1d_to_linear for h in hooks)
+        final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}}
+        if loop.state.best is not None:
+            final.update({f"best/val_{task.primary_metric}": loop.state.best, "best/epoch": loop.state.best_epoch})
+        for hook in hooks:
+            final.update(hook.ctx.info)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+            _write_outputs(t, model, prepared, predictions, cfg, final, conv1d, cls)
+            reloaded = serialize.load(t / "model").to(eval_on)
+            again, _ = evaluate(reloaded, "test", on=eval_on)
+            diff = abs(again[task.primary_metric] - test[task.primary_metric])
+            final.update({"parity/ok": float(diff == 0.0), "parity/abs_diff": diff,
+                          "size/disk_mb": serialize.disk_bytes(t / "model") / 2**20,
+                          "size/params": sum(p.numel() for p in model.parameters()),
+                          "size/nonzero": sum(int(torch.count_nonzero(p)) for p in model.parameters())})
+            tracker.log_metrics(final, step=loop.state.epoch)
+            (t / "config" / "result.json").write_text(json.dumps(final, indent=1))
+            for sub in ("model", "predictions", "config"):
+                tracker.log_artifacts(t / sub, sub)
     except BaseException as exc:
         tracker.fail(exc)
         raise
     tracker.finish()
-    tune.report({**best_val, **final, "epoch": loop.state.epoch})
+    tune.report({**final, "epoch": loop.state.epoch})

@@ -21,7 +21,7 @@ from squeeze.data.text import read_text
 SPLITS = ("train", "dev", "test")
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text", ".tokens": "text",
               ".conll": "conll", ".testa": "conll", ".testb": "conll", ".train": "conll"}
-TASK_FORMATS = {"sentiment": ("csv", "jsonl"), "ner": ("conll",), "dialogue": ("parlai",), "text": ("text",)}
+TASK_FORMATS = {"sentiment": ("csv", "jsonl"), "ner": ("conll",), "dialogue": ("parlai",), "lm": ("text",)}
 
 
 @dataclass
@@ -36,8 +36,8 @@ class DataBundle:
 
 def _format(task: str, path: str, declared: str | None) -> str:
     fmt = declared or ("parlai" if task == "dialogue" else EXTENSIONS.get(Path(path).suffix.lower()))
-    if task == "ner" and fmt is None:
-        fmt = "conll"
+    if fmt is None:
+        fmt = {"ner": "conll", "lm": "text"}.get(task)
     allowed = TASK_FORMATS[task]
     if fmt not in allowed:
         raise DataError(path, f"format {fmt!r} cannot feed task {task!r}; allowed: {', '.join(allowed)} (set data.format)")

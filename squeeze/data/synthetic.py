@@ -113,4 +113,4 @@ def text(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-GENERATORS = {"sentiment": sentiment, "ner": ner, "dialogue": dialogue, "text": text}
+GENERATORS = {"sentiment": sentiment, "ner": ner, "dialogue": dialogue, "text": text, "lm": text}

@@ -7,7 +7,3 @@ from squeeze.techniques.base import NoOp
 
 class FineTune(NoOp):
     name = "finetune"
-
-    def __init__(self, **params):
-        if params:
-            raise ValueError(f"technique 'finetune' takes no parameters, got {sorted(params)}")

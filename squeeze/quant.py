@@ -1,0 +1,155 @@
+"""Int8 building blocks: Conv1D -> Linear, dynamic int8 Linear, int8 embeddings, fake quant.
+
+Backend choice (measured, see benchmarks/): ``torch.ao.quantization.quantize_dynamic`` is
+deprecated but runs int8 GEMMs on x86 CPUs (1.44x fp32 on MiniLM, 2 threads); torchao's
+``Int8DynamicActivationInt8WeightConfig`` ran 17-22x *slower* than fp32 on the same CPU. So
+``dynamic_int8`` uses ``torch.ao`` and stays the one place to swap when that changes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+QMAX = 127
+
+
+def conv1d_to_linear(model: nn.Module) -> int:
+    """Replace GPT-2's ``Conv1D`` (y = x W + b, W of shape [in, out]) by ``nn.Linear`` in place.
+
+    Returns:
+        the number of modules replaced.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    count = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):
+                lin = nn.Linear(child.weight.shape[0], child.weight.shape[1], bias=child.bias is not None)
+                with torch.no_grad():
+                    lin.weight.copy_(child.weight.t())
+                    if child.bias is not None:
+                        lin.bias.copy_(child.bias)
+                setattr(module, child_name, lin.to(child.weight.device, child.weight.dtype))
+                count += 1
+    return count
+
+
+def dynamic_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8 per tensor, activations at run time).
+
+    Raises:
+        ValueError: when the model has no ``nn.Linear`` to quantize.
+    """
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer: dynamic int8 quantization would change nothing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model.to("cpu").eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def count_quantized(model: nn.Module) -> dict[str, int]:
+    """How many Linear layers are int8, and how many are still float."""
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    q = sum(isinstance(m, QLinear) for m in model.modules())
+    f = sum(type(m) is nn.Linear for m in model.modules())
+    e = sum(isinstance(m, Int8Embedding) for m in model.modules())
+    return {"quant/int8_linear": q, "quant/float_linear": f, "quant/int8_embedding": e}
+
+
+def _row_scale(w: torch.Tensor) -> torch.Tensor:
+    return (w.abs().amax(dim=1, keepdim=True) / QMAX).clamp(min=1e-12)
+
+
+class Int8Embedding(nn.Module):
+    """Weight-only int8 embedding: int8 rows with one fp32 scale per row."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.register_buffer("qweight", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(num_embeddings, 1))
+
+    @classmethod
+    def from_float(cls, emb: nn.Embedding) -> "Int8Embedding":
+        out = cls(emb.num_embeddings, emb.embedding_dim, emb.padding_idx)
+        w = emb.weight.detach().float().cpu()
+        s = _row_scale(w)
+        out.qweight.copy_(torch.clamp(torch.round(w / s), -QMAX, QMAX).to(torch.int8))
+        out.scale.copy_(s)
+        return out
+
+    @property
+    def weight(self) -> torch.Tensor:  # what code that reads embeddings.weight expects
+        return self.qweight.float() * self.scale
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.qweight[ids].float() * self.scale[ids]
+
+
+def quantize_embeddings(model: nn.Module) -> int:
+    """Replace every ``nn.Embedding`` by an ``Int8Embedding`` in place; returns the count."""
+    count = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Embedding:
+                setattr(module, name, Int8Embedding.from_float(child))
+                count += 1
+    return count
+
+
+class FakeQuantWeight(nn.Module):
+    """Symmetric int8 fake quantization of a weight (straight-through gradient).
+
+    ``per_row`` matches ``Int8Embedding`` (one scale per row); otherwise one scale per tensor,
+    matching the weight observer of dynamic int8 Linear layers.
+    """
+
+    def __init__(self, per_row: bool):
+        super().__init__()
+        self.per_row = per_row
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        scale = _row_scale(w.detach()) if self.per_row else (w.detach().abs().max() / QMAX).clamp(min=1e-12)
+        q = torch.clamp(torch.round(w / scale), -QMAX, QMAX) * scale
+        return w + (q - w).detach()
+
+
+def _fake_quant_input(module, args):
+    """Per-batch asymmetric uint8 fake quantization of a Linear input, as dynamic quantization does."""
+    x = args[0]
+    lo, hi = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
+    scale = ((hi - lo) / 255).clamp(min=1e-12)
+    zp = torch.round(-lo / scale)
+    q = (torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale
+    return (x + (q - x).detach(),) + tuple(args[1:])
+
+
+def add_fake_quant(model: nn.Module, embeddings: bool = True) -> int:
+    """Register fake quantization on every Linear (weights and inputs) and, optionally, Embedding."""
+    count = 0
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            parametrize.register_parametrization(module, "weight", FakeQuantWeight(per_row=False))
+            module.register_forward_pre_hook(_fake_quant_input)
+            count += 1
+        elif embeddings and type(module) is nn.Embedding:
+            parametrize.register_parametrization(module, "weight", FakeQuantWeight(per_row=True))
+            count += 1
+    return count
+
+
+def remove_fake_quant(model: nn.Module) -> None:
+    """Drop the fake-quant parametrizations and input hooks, keeping the float weights."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        if type(module) is nn.Linear:
+            module._forward_pre_hooks.clear()

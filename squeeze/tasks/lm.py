@@ -1,0 +1,86 @@
+"""Language modelling on plain text (WikiText): the IMP prune stage's objective.
+
+The model's own pre-training objective: masked LM (15% of tokens, 80/10/10) for BERT-family
+tokenizers (they have a mask token), causal LM for GPT-2. Text is concatenated and cut into
+blocks of ``max_length``; the masks are drawn once, seeded, so evaluation is repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from squeeze.tasks.base import batches, collate, to_device
+
+MLM_PROB = 0.15
+
+
+class LmTask:
+    name = "lm"
+    auto_class = "AutoModelForMaskedLM"
+    tokenizer_kind = "bert"
+    primary_metric = "ppl"
+    mode = "min"
+
+    def auto_class_for(self, tokenizer) -> str:
+        return "AutoModelForMaskedLM" if tokenizer.mask_token_id is not None else "AutoModelForCausalLM"
+
+    def texts(self, examples):
+        return (ex["text"] for ex in examples)
+
+    def labels(self, splits):
+        return None
+
+    def prepare_tokenizer(self, tokenizer):
+        if tokenizer.pad_token is None:
+            tokenizer.add_special_tokens({"pad_token": tokenizer.eos_token or "<pad>"})
+        return tokenizer
+
+    def _mask(self, ids: list[int], tokenizer, rng: random.Random) -> tuple[list[int], list[int]]:
+        special = set(tokenizer.all_special_ids)
+        inputs, labels = list(ids), [-100] * len(ids)
+        for i, t in enumerate(ids):
+            if t in special or rng.random() >= MLM_PROB:
+                continue
+            labels[i] = t
+            r = rng.random()
+            inputs[i] = tokenizer.mask_token_id if r < 0.8 else (rng.randrange(len(tokenizer)) if r < 0.9 else t)
+        return inputs, labels
+
+    def encode(self, examples, tokenizer, labels, max_length):
+        mlm = tokenizer.mask_token_id is not None
+        stream = [t for ex in examples for t in tokenizer(ex["text"], add_special_tokens=False)["input_ids"]]
+        if tokenizer.eos_token_id is not None and not mlm:
+            stream = [t for ex in examples for t in tokenizer(ex["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]]
+        body = max_length - 2 if mlm else max_length
+        rng = random.Random(len(stream))
+        out = []
+        for i in range(0, max(len(stream) - 1, 1), body):
+            block = stream[i:i + body]
+            if mlm:
+                block = [tokenizer.cls_token_id] + block + [tokenizer.sep_token_id]
+                ids, labs = self._mask(block, tokenizer, rng)
+            else:
+                ids, labs = block, list(block)
+            if len(block) > 2:
+                out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labs})
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model, features, examples, *, tokenizer, labels, batch_size, device, eval_cfg=None, final=False):
+        model.eval()
+        nll, n = 0.0, 0
+        causal = tokenizer.mask_token_id is None
+        for chunk in batches(features, batch_size):
+            b = to_device(collate(chunk, tokenizer.pad_token_id), device)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+            labs = b["labels"]
+            if causal:
+                logits, labs = logits[:, :-1], labs[:, 1:]
+            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labs, ignore_index=-100, reduction="sum")
+            nll += float(loss)
+            n += int((labs != -100).sum())
+        ppl = math.exp(nll / n) if n else float("nan")
+        return {"ppl": ppl, "nll": nll / max(n, 1)}, []

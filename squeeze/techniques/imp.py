@@ -1,0 +1,155 @@
+"""Iterative magnitude pruning (Chen et al. 2020, "The Lottery Ticket Hypothesis for BERT").
+
+Two stages, two registry names:
+- ``imp_prune`` (task ``lm``): keep pre-training on WikiText with the model's own objective and,
+  every ``every`` (Y) optimizer steps, prune ``step_fraction`` of the remaining weights, globally
+  by magnitude, until ``sparsity`` (X) is reached; optional rewind of the survivors.
+- ``imp`` (a downstream task): fine-tune the pruned model with the mask fixed; pruned weights
+  stay exactly zero.
+What is pruned: the Linear (and GPT-2 Conv1D) weights of the transformer layers; embeddings,
+LayerNorm and biases are left alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from squeeze.techniques.base import NoOp
+
+LAYER_PATHS = {"bert": "encoder.layer.", "gpt2": "transformer.h."}
+
+
+class PruneParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sparsity: float = Field(0.7, gt=0, lt=1, description="target X over the prunable weights")
+    every: int = Field(100, gt=0, description="Y: optimizer steps between prune events")
+    step_fraction: float = Field(0.1, gt=0, lt=1, description="share of the remaining weights pruned per event")
+    rewind: bool = False
+
+
+def prunable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The weights IMP prunes: Linear/Conv1D weights inside the transformer layers.
+
+    Raises:
+        ValueError: for a model type with no known layer path.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    mtype = model.config.model_type
+    path = LAYER_PATHS.get(mtype)
+    if path is None:
+        raise ValueError(f"IMP does not know where the layers of a {mtype!r} model are; known: {sorted(LAYER_PATHS)}")
+    return {f"{n}.weight": m.weight for n, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, Conv1D)) and path in n + "."}
+
+
+def sparsity(weights: dict[str, torch.Tensor]) -> float:
+    total = sum(w.numel() for w in weights.values())
+    return sum(int((w == 0).sum()) for w in weights.values()) / max(total, 1)
+
+
+def prune_events(total_steps: int, every: int, target: float, fraction: float) -> int:
+    """How many prune events a schedule makes within ``total_steps`` (the last one may be forced)."""
+    needed = math.ceil(math.log(1 - target) / math.log(1 - fraction) - 1e-9)
+    return min(needed, total_steps // every) or 1
+
+
+def global_magnitude_masks(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], n_prune: int) -> None:
+    """Zero ``n_prune`` more of the surviving weights, smallest |w| first, across all tensors."""
+    if n_prune <= 0:
+        return
+    alive = torch.cat([w.detach().abs().flatten()[m.flatten()] for w, m in zip(weights.values(), masks.values())])
+    threshold = torch.kthvalue(alive.float().cpu(), n_prune).values.item()
+    below = [(w.detach().abs() <= threshold) & m for w, m in zip(weights.values(), masks.values())]
+    extra = sum(int(b.sum()) for b in below) - n_prune  # ties at the threshold: keep exactly n_prune
+    for (name, m), b in zip(masks.items(), below):
+        if extra > 0:
+            at = (weights[name].detach().abs() == threshold) & b
+            keep = min(extra, int(at.sum()))
+            idx = at.flatten().nonzero().flatten()[:keep]
+            b.view(-1)[idx] = False
+            extra -= keep
+        m &= ~b
+
+
+class _Masked(NoOp):
+    def _apply(self) -> None:
+        with torch.no_grad():
+            for name, w in self.weights.items():
+                if self.masks[name].device != w.device:
+                    self.masks[name] = self.masks[name].to(w.device)
+                w.mul_(self.masks[name])
+
+
+class ImpPrune(_Masked):
+    name = "imp_prune"
+    Params = PruneParams
+
+    def prepare(self, model):
+        self.model = model
+        self.weights = prunable(model)
+        self.masks = {k: torch.ones_like(w, dtype=torch.bool) for k, w in self.weights.items()}
+        self.total = sum(w.numel() for w in self.weights.values())
+        self.initial = {k: w.detach().clone() for k, w in self.weights.items()} if self.p.rewind else None
+        self.events = []
+        return model
+
+    def _pruned(self) -> int:
+        return self.total - sum(int(m.sum()) for m in self.masks.values())
+
+    def prune_once(self, step: int, forced: bool = False) -> None:
+        target = round(self.p.sparsity * self.total)
+        remaining = self.total - self._pruned()
+        n = target - self._pruned() if forced else min(round(self.p.step_fraction * remaining), target - self._pruned())
+        global_magnitude_masks(self.weights, self.masks, n)
+        self._apply()
+        s = self._pruned() / self.total
+        metrics = {"prune/sparsity": s}
+        if self.ctx is not None:
+            metrics.update({f"prune/{k}": v for k, v in self.ctx.evaluate(self.model).items()})
+            self.ctx.log_metrics(metrics, step)
+        self.events.append({"step": step, "forced": forced, **metrics})
+
+    def after_step(self, step):
+        if self._pruned() < round(self.p.sparsity * self.total) and step % self.p.every == 0:
+            self.prune_once(step)
+        else:
+            self._apply()
+
+    def finalize(self, model):
+        if self._pruned() < round(self.p.sparsity * self.total):
+            self.prune_once(-1, forced=True)  # too few steps for the schedule: reach X at the end, flagged
+        if self.initial is not None:
+            with torch.no_grad():
+                for k, w in self.weights.items():
+                    w.copy_(self.initial[k] * self.masks[k])
+        if self.ctx is not None:
+            self.ctx.info.update({"prune/events": len(self.events), "prune/final_sparsity": sparsity(self.weights),
+                                  "prune/forced": int(any(e["forced"] for e in self.events))})
+        return model
+
+
+class Imp(_Masked):
+    """Fine-tune with the mask of the pruned model fixed (zeros are the mask)."""
+
+    name = "imp"
+
+    def prepare(self, model):
+        self.weights = prunable(model)
+        self.masks = {k: w.detach() != 0 for k, w in self.weights.items()}
+        self.start_sparsity = sparsity(self.weights)
+        return model
+
+    def after_step(self, step):
+        self._apply()
+
+    def finalize(self, model):
+        s = sparsity(self.weights)
+        if round(s, 4) != round(self.start_sparsity, 4):
+            raise AssertionError(f"sparsity changed during fine-tuning: {self.start_sparsity:.4f} -> {s:.4f}")
+        if self.ctx is not None:
+            self.ctx.info["imp/sparsity"] = s
+        return model

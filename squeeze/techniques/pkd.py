@@ -1,0 +1,164 @@
+"""Patient Knowledge Distillation, PKD-Skip (Sun et al. 2019).
+
+Student: the teacher's architecture with k layers (default half), initialised from the
+pre-trained model's embeddings and first k layers. Teacher: a fine-tuned baseline (the study's
+best-validation baseline trial, or a folder). Loss:
+
+    (1 - a) CE + a T^2 KL(softmax(t/T) || softmax(s/T)) + b sum_j || hs_j/|hs_j| - ht_m(j)/|ht_m(j)| ||^2
+
+with the skip mapping m(j) = j * (L_teacher // k), j = 1..k-1 (12 -> 6: layers 2, 4, 6, 8, 10).
+Hidden states are compared at the [CLS] vector (sentiment), every labelled token (NER) or the
+reply tokens (dialogue); for dialogue the KL uses the teacher's top-k logits. Teacher outputs
+are computed once and cached (``squeeze.teacher_cache``) unless ``teacher_cache: false``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from squeeze import models, serialize
+from squeeze.techniques.base import NoOp
+
+LAYER_LISTS = {"bert": ("encoder", "layer"), "gpt2": ("h",)}
+POSITIONS = {"sentiment": "cls", "ner": "labelled", "dialogue": "reply"}
+TEACHER_FORWARDS = [0]  # counted so tests can prove the cache saves teacher passes
+
+
+class PKDParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(10.0, gt=0)
+    beta: float = Field(100.0, ge=0)
+    layers: Optional[int] = Field(None, ge=1, description="student depth k (default: half the teacher)")
+    teacher: Optional[str] = Field(None, description="teacher folder; default: the sweep's source trial")
+    teacher_cache: bool = True
+    top_k: int = Field(64, ge=1, description="dialogue: teacher logits kept per position")
+
+
+def layer_list(model) -> torch.nn.ModuleList:
+    node = model.base_model
+    for attr in LAYER_LISTS[model.config.model_type]:
+        node = getattr(node, attr)
+    return node
+
+
+def truncate(model, k: int):
+    """Keep the embeddings and the first ``k`` layers (in place)."""
+    layers = layer_list(model)
+    if k > len(layers):
+        raise ValueError(f"student depth {k} exceeds the model's {len(layers)} layers")
+    node = model.base_model
+    path = LAYER_LISTS[model.config.model_type]
+    for attr in path[:-1]:
+        node = getattr(node, attr)
+    setattr(node, path[-1], torch.nn.ModuleList(list(layers)[:k]))
+    model.config.num_hidden_layers = k
+    return model
+
+
+def skip_mapping(teacher_layers: int, k: int) -> list[int]:
+    """Teacher hidden-state index matched by each student layer j = 1..k-1 (PKD-Skip)."""
+    step = teacher_layers // k
+    return [step * j for j in range(1, k)]
+
+
+def pkd_loss(ce, s_logits, t_logits, s_hidden, t_hidden, *, alpha, temperature, beta, t_index=None):
+    """The PKD objective on already aligned rows.
+
+    Args:
+        ce: the student's cross-entropy with the labels.
+        s_logits: [N, C] student logits; t_logits: [N, C] teacher logits, or [N, k] top-k values.
+        s_hidden, t_hidden: lists (one per matched layer) of [N', H] hidden vectors.
+        t_index: [N, k] vocabulary indices of the teacher's top-k logits, or None.
+    """
+    T = temperature
+    log_s = F.log_softmax(s_logits.float() / T, dim=-1)
+    p_t = F.softmax(t_logits.float() / T, dim=-1)
+    if t_index is not None:
+        log_s = log_s.gather(-1, t_index.long())
+    kl = (p_t * (torch.log(p_t.clamp_min(1e-12)) - log_s)).sum(-1).mean() if len(p_t) else ce * 0
+    pt = sum(((F.normalize(s.float(), dim=-1) - F.normalize(t.float(), dim=-1)) ** 2).sum(-1).mean()
+             for s, t in zip(s_hidden, t_hidden)) if s_hidden else ce * 0
+    return (1 - alpha) * ce + alpha * T * T * kl + beta * pt
+
+
+def positions(kind: str, labels: torch.Tensor) -> list[torch.Tensor]:
+    """Per example, the token positions whose hidden states are distilled."""
+    if kind == "cls":
+        return [torch.zeros(1, dtype=torch.long, device=labels.device) for _ in range(labels.shape[0])]
+    return [(row != -100).nonzero().flatten() for row in labels]
+
+
+def extract(kind: str, logits, hidden, labels, layers: list[int], top_k: int | None):
+    """Per-example (logits, hidden) rows to distill: what the cache stores and the student matches."""
+    out = []
+    for b, pos in enumerate(positions(kind, labels)):
+        if kind == "cls":
+            lg = logits[b : b + 1]
+        elif kind == "reply":
+            lg = logits[b, pos - 1]  # the logit at p-1 predicts the reply token at p
+        else:
+            lg = logits[b, pos]
+        idx = None
+        if top_k is not None:
+            lg, idx = lg.topk(min(top_k, lg.shape[-1]), dim=-1)
+        hs = torch.stack([hidden[l][b, pos] for l in layers]) if layers else lg.new_zeros(0, len(pos), 1)
+        out.append((lg, idx, hs))
+    return out
+
+
+class PKD(NoOp):
+    name = "pkd"
+    Params = PKDParams
+    needs_hidden_states = True
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        folder = self.p.teacher or ctx.source_dir
+        if folder is None:
+            raise ValueError("pkd needs a teacher: set `source: {sweep: <baseline sweep>}` or params.pkd.teacher")
+        self.teacher = serialize.load(folder).to(ctx.device).eval()
+        self.teacher_id = ctx.source_id or folder
+        self.kind = POSITIONS[ctx.task.name]
+        self.top_k = self.p.top_k if self.kind == "reply" else None
+        n_teacher = len(layer_list(self.teacher))
+        self.k = self.p.layers or max(1, n_teacher // 2)
+        self.t_layers = skip_mapping(n_teacher, self.k)
+        self.s_layers = list(range(1, self.k))
+        self.cache = None
+
+    def initial_model(self):
+        ctx = self.ctx
+        student = models.build_model(ctx.model_name, ctx.task.auto_class, ctx.prepared.tokenizer, seed=ctx.seed,
+                                     labels=ctx.prepared.labels)
+        return truncate(student, self.k)
+
+    def teacher_rows(self, batch):
+        TEACHER_FORWARDS[0] += 1
+        with torch.no_grad():
+            out = self.teacher(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
+        return extract(self.kind, out.logits, out.hidden_states, batch["labels"], self.t_layers, self.top_k)
+
+    def prepare(self, model):
+        if self.p.teacher_cache:
+            from squeeze.teacher_cache import TeacherCache
+
+            self.cache = TeacherCache.open_or_build(self, self.ctx)
+        return model
+
+    def extra_loss(self, batch, outputs, indices):
+        if self.cache is not None:
+            rows = self.cache.rows(indices, device=outputs.logits.device)
+        else:
+            rows = self.teacher_rows(batch)
+        mine = extract(self.kind, outputs.logits, outputs.hidden_states, batch["labels"], self.s_layers, None)
+        t_idx = torch.cat([r[1] for r in rows]) if self.top_k is not None else None
+        s_hidden = [torch.cat([m[2][j] for m in mine]) for j in range(len(self.s_layers))]
+        t_hidden = [torch.cat([r[2][j] for r in rows]) for j in range(len(self.t_layers))]
+        loss = pkd_loss(outputs.loss, torch.cat([m[0] for m in mine]), torch.cat([r[0] for r in rows]), s_hidden, t_hidden,
+                        alpha=self.p.alpha, temperature=self.p.temperature, beta=self.p.beta, t_index=t_idx)
+        return loss - outputs.loss  # the loop adds the task loss itself
