@@ -101,9 +101,9 @@ class TeacherCache:
         c = self.columns
         for i in indices:
             n_pos, n_logit, n_hid = c["n_pos"][i].as_py(), c["n_logit"][i].as_py(), c["n_hidden"][i].as_py()
-            lg = torch.from_numpy(c["logits"][i].values.to_numpy(zero_copy_only=False)).view(-1, n_logit)
+            lg = torch.tensor(c["logits"][i].values.to_numpy(zero_copy_only=False)).view(-1, n_logit)
             idx = c["index"][i].values.to_numpy(zero_copy_only=False)
             idx = torch.from_numpy(idx.astype(np.int64)).view(-1, n_logit) if len(idx) else None
-            hs = torch.from_numpy(c["hidden"][i].values.to_numpy(zero_copy_only=False)).view(-1, n_pos, n_hid)
+            hs = torch.tensor(c["hidden"][i].values.to_numpy(zero_copy_only=False)).view(-1, n_pos, n_hid)
             out.append((lg.to(device), None if idx is None else idx.to(device), hs.to(device)))
         return out

@@ -28,7 +28,7 @@ BAD = [
     ("wrong type", _bad("sweeps.0.train.epochs", "three"), "sweeps.0.train.epochs"),
     ("lr <= 0", _bad("sweeps.0.train.lr", 0), "sweeps.0.train.lr"),
     ("lr <= 0 in grid", _bad("sweeps.0.search_space.lr", {"grid_search": [1e-3, -1]}), "search_space.lr.grid_search: value -1"),
-    ("unknown task", _bad("sweeps.0.task", "translation"), "unknown task 'translation'; allowed: dialogue, ner, sentiment"),
+    ("unknown task", _bad("sweeps.0.task", "translation"), "unknown task 'translation'; allowed: dialogue, lm, ner, sentiment"),
     ("unknown technique", _bad("sweeps.0.technique", ["finetune", "magic"]), "unknown technique 'magic'"),
     ("unknown model", _bad("sweeps.0.model.name", "no-such-org/no-such-model"), "sweeps.0.model.name"),
     ("missing model dir", _bad("sweeps.0.model.name", "./no/such/dir"), "model directory './no/such/dir' does not exist"),
@@ -107,7 +107,7 @@ def test_param_space_uses_ray_samplers():
     assert space["seed"] == tune.grid_search([0, 1])
     assert isinstance(space["lr"], tune.search.sample.Float) and space["lr"].lower == 1e-5
     assert isinstance(space["batch_size"], tune.search.sample.Categorical)
-    assert config.resolve_trial(sweep, {"lr": 2e-4, "seed": 1}).train.lr == 2e-4
+    assert config.resolve_trial(sweep, {"train": {"lr": 2e-4, "seed": 1}}).train.lr == 2e-4
 
 
 def test_every_sweep_file_validates():
@@ -115,6 +115,55 @@ def test_every_sweep_file_validates():
     import os
 
     files = glob.glob(os.path.join(os.path.dirname(__file__), "..", "sweeps", "**", "*.yaml"), recursive=True)
-    assert files
+    assert len(files) >= 4
     for f in files:
-        config.load(f, ["model.name=tiny-bert"] if "paper" in f else [])
+        preset = "tiny-gpt2" if "generation" in f else "tiny-bert"
+        config.load(f, [f"model.name={preset}"] if "paper" in f else [])
+
+
+def _sweep_doc(**kw):
+    base = {"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60}}
+    return {"experiment": "t", "sweeps": [{**base, **kw}]}
+
+
+TECHNIQUE_BAD = [
+    ("pkd without teacher", _sweep_doc(technique=["pkd"]), "technique 'pkd' needs a teacher"),
+    ("dq without source", _sweep_doc(technique=["dq"], train={"epochs": 0}), "technique 'dq' needs `source"),
+    ("imp without source", _sweep_doc(technique=["imp"]), "technique 'imp' needs `source"),
+    ("imp_prune on a task", _sweep_doc(technique=["imp_prune"]), "technique 'imp_prune' runs on task 'lm'"),
+    ("sparsity out of range", {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "technique": ["imp_prune"],
+                                "model": {"name": "tiny-bert"}, "params": {"imp_prune": {"sparsity": 1.5}}}]},
+     "params.imp_prune.sparsity: Input should be less than 1"),
+    ("Y <= 0 in grid", {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "technique": ["imp_prune"],
+                         "model": {"name": "tiny-bert"}, "search_space": {"imp_prune.every": {"grid_search": [100, 0]}}}]},
+     "search_space.imp_prune.every: Input should be greater than 0 (value 0 of grid_search)"),
+    ("unknown technique param", _sweep_doc(technique=["qat"], params={"qat": {"bits": 4}}), "params.qat.bits: unknown key"),
+    ("params for absent technique", _sweep_doc(params={"pkd": {"alpha": 0.1}}), "params.pkd: technique 'pkd' is not in"),
+    ("space key of absent technique", _sweep_doc(search_space={"pkd.alpha": {"grid_search": [0.1]}}),
+     "search_space.pkd.alpha: technique 'pkd' is not in"),
+    ("source after", {"experiment": "t", "sweeps": [
+        {"name": "dq", "task": "sentiment", "technique": ["dq"], "model": {"name": "tiny-bert"}, "source": {"sweep": "base"}},
+        {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}}]}, "'base' must come before 'dq'"),
+    ("best_per without per", _sweep_doc(technique=["dq"], source={"sweep": "x", "select": "best_per"}),
+     "select 'best_per' needs `per`"),
+]
+
+
+@pytest.mark.parametrize("name,doc,needle", TECHNIQUE_BAD, ids=[b[0] for b in TECHNIQUE_BAD])
+def test_bad_technique_config_exits_2(tmp_path, capsys, name, doc, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    assert cli.main(["sweep", str(f), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+
+
+def test_technique_params_reach_param_space():
+    doc = _sweep_doc(technique=["pkd"], params={"pkd": {"teacher": "/tmp", "beta": 7}},
+                     search_space={"pkd.alpha": {"grid_search": [0.2, 0.5]}, "lr": {"choice": [1e-3]}})
+    sweep = config.parse(doc).sweeps[0]
+    space = config.param_space(sweep)
+    assert set(space["params"]["pkd"]) == {"alpha"} and set(space["train"]) == {"lr"}
+    resolved = config.resolve_trial(sweep, {"train": {"lr": 1e-3}, "params": {"pkd": {"alpha": 0.2}}})
+    p = config.technique_params(resolved, "pkd")
+    assert (p.alpha, p.beta, p.teacher, resolved.train.lr) == (0.2, 7, "/tmp", 1e-3)

@@ -91,18 +91,55 @@ def test_unreachable_tracking_server_refuses_to_start(workdir, capsys):
 SWEEP_FILES = sorted(glob.glob(os.path.join(ROOT, "sweeps", "**", "*.yaml"), recursive=True))
 
 
+def _tiny_overrides(doc: dict, full_grid: bool) -> list[str]:
+    """Shrink a sweep file to tiny models, generated data and 2 steps; keep post-training sweeps at 0 epochs."""
+    over = ["train.max_steps=2", "train.max_length=48", "data.size=60", "data.source=synthetic", "data.files=[]",
+            "data.train=null", "data.dev=null", "data.test=null", "data.name=null", "data.split=[0.6,0.2,0.2]",
+            "eval.max_generate=2", "eval.max_rank=2", "resources.gpu=0", "resources.cpu=1", "train.device=cpu"]
+    defaults = doc.get("defaults", {})
+    for i, s in enumerate(doc["sweeps"]):
+        task = s.get("task", defaults.get("task"))
+        gpt2 = task == "dialogue" or "gpt2" in str(s.get("model", defaults.get("model", {})).get("name", ""))
+        over.append(f"sweeps.{i}.model.name={'tiny-gpt2' if gpt2 else 'tiny-bert'}")
+        epochs = s.get("train", {}).get("epochs", defaults.get("train", {}).get("epochs", 1))
+        over.append(f"sweeps.{i}.train.epochs={min(epochs, 1)}")
+        if "imp_prune" in s.get("technique", []):
+            over.append(f"sweeps.{i}.params.imp_prune.every=1")
+        if not full_grid:
+            over.append(f"sweeps.{i}.search_space={{}}")
+    return over
+
+
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=[os.path.relpath(p, ROOT) for p in SWEEP_FILES])
 def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
-    """lightning-hydra-template's habit: every experiment config runs, shrunk to tiny models and 2 steps."""
+    """lightning-hydra-template's habit: every experiment config runs, shrunk to tiny models and 2 steps.
+
+    The quickstart keeps its grids, so the whole study is checked end to end: every stage in
+    MLflow, DQ trials = baseline trials, dq+imp trials = imp trials, every parity check passed.
+    """
     from analysis.runs import load_runs
 
-    over = ["train.max_steps=2", "train.epochs=1", "train.max_length=48", "data.size=60", "data.source=synthetic",
-            "data.files=[]", "data.train=null", "data.dev=null", "data.test=null", "data.split=[0.6,0.2,0.2]",
-            "eval.max_generate=2", "eval.max_rank=2", "resources.gpu=0", "resources.cpu=1"]
     doc = yaml.safe_load(open(path))
-    for i, s in enumerate(doc["sweeps"]):
-        preset = "tiny-gpt2" if s.get("task", doc.get("defaults", {}).get("task")) == "dialogue" else "tiny-bert"
-        over.append(f"sweeps.{i}.model.name={preset}")
-    assert cli.main(["sweep", path, *over]) == 0
+    quick = "quickstart" in path
+    assert cli.main(["study", path, *_tiny_overrides(doc, full_grid=quick)]) == 0
     df = load_runs(doc["experiment"])
-    assert len(df) >= len(doc["sweeps"]) and (df["status"] == "FINISHED").all()
+    assert set(df["sweep"]) == {s["name"] for s in doc["sweeps"]}
+    assert (df["status"] == "FINISHED").all()
+    assert (df["parity/ok"] == 1.0).all()
+    counts = df.groupby("sweep").size()
+    for s in doc["sweeps"]:
+        src = s.get("source")
+        if src and src.get("select") == "all":
+            assert counts[s["name"]] == counts[src["sweep"]], s["name"]
+        if quick and not src:
+            grid = 1
+            for spec in s.get("search_space", {}).values():
+                grid *= len(spec["grid_search"])
+            assert counts[s["name"]] == grid, s["name"]
+    if quick:
+        assert (df.loc[df["technique"].str.contains("dq"), "quant/int8_linear"] > 0).all()
+        imp_rows = df[df["technique"] == "imp"]
+        assert (imp_rows["imp/sparsity"].round(4) == 0.5).all()
+        # a re-run skips every complete stage
+        assert cli.main(["study", path, *_tiny_overrides(doc, full_grid=True)]) == 0
+        assert len(load_runs(doc["experiment"])) == len(df)

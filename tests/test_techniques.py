@@ -1,0 +1,297 @@
+"""PKD, IMP, DQ and QAT on tiny models: the math, the invariants, save/load."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers import context, prepared_for, tiny_model, tiny_sweep
+from squeeze import quant, serialize
+from squeeze.loop import Loop
+from squeeze.registry import get_task
+from squeeze.techniques import imp, pkd
+from squeeze.techniques.dq import check_conv1d_conversion, quantize
+from squeeze.techniques.qat import QAT
+
+
+# ---------------------------------------------------------------- PKD
+def test_pkd_loss_hand_computed():
+    ce = torch.tensor(0.7)
+    logits = torch.tensor([[1.0, 2.0]])
+    e1, e2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 5.0]])  # orthogonal: |a/|a| - b/|b||^2 = 2
+    loss = pkd.pkd_loss(ce, logits, logits, [e1], [e2], alpha=0.5, temperature=4.0, beta=10.0)
+    assert loss.item() == pytest.approx(0.5 * 0.7 + 0 + 10 * 2)
+    # KL(p_t || p_s) with p_t = [.5, .5], p_s = [.75, .25] (T = 1): .5 ln(.5/.75) + .5 ln(.5/.25) = .5 ln(4/3)
+    s, t = torch.tensor([[math.log(3.0), 0.0]]), torch.tensor([[0.0, 0.0]])
+    loss = pkd.pkd_loss(ce, s, t, [], [], alpha=1.0, temperature=1.0, beta=0.0)
+    assert loss.item() == pytest.approx(0.5 * math.log(4 / 3), rel=1e-6)
+    # T^2 scaling with T = 2: logits halve, p_s = [sqrt3, 1]/(sqrt3 + 1)
+    ps = torch.tensor([math.sqrt(3), 1.0]) / (math.sqrt(3) + 1)
+    kl = float((0.5 * torch.log(0.5 / ps)).sum())
+    loss = pkd.pkd_loss(ce, s, t, [], [], alpha=0.3, temperature=2.0, beta=0.0)
+    assert loss.item() == pytest.approx(0.7 * 0.7 + 0.3 * 4 * kl, rel=1e-6)
+
+
+def test_pkd_topk_kl_uses_teacher_support():
+    s = torch.tensor([[0.0, math.log(3.0), 5.0]])
+    top_vals, top_idx = torch.tensor([[0.0, 0.0]]), torch.tensor([[0, 1]])
+    # log p_s over the full vocabulary, gathered at the teacher's top-2
+    log_ps = torch.log_softmax(s, -1)[0, :2]
+    expected = float((0.5 * (math.log(0.5) - log_ps)).sum())
+    loss = pkd.pkd_loss(torch.tensor(0.0), s, top_vals, [], [], alpha=1.0, temperature=1.0, beta=0.0, t_index=top_idx)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_skip_mapping():
+    assert pkd.skip_mapping(12, 6) == [2, 4, 6, 8, 10]
+    assert pkd.skip_mapping(4, 2) == [2]
+
+
+def test_student_copies_first_k_pretrained_layers():
+    from transformers import AutoTokenizer
+
+    from squeeze import models
+
+    tok = AutoTokenizer.from_pretrained(models.minilm_path())
+    full = models.build_model("minilm", "AutoModelForSequenceClassification", tok, seed=0, labels=["a", "b"])
+    student = pkd.truncate(models.build_model("minilm", "AutoModelForSequenceClassification", tok, seed=0, labels=["a", "b"]), 3)
+    assert len(student.bert.encoder.layer) == 3 and student.config.num_hidden_layers == 3
+    fs = full.state_dict()
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, fs[k]), k
+    assert not any(k.startswith("bert.encoder.layer.3.") for k in student.state_dict())
+
+
+@pytest.fixture
+def teacher_setup(tmp_path):
+    sweep = tiny_sweep("sentiment", size=100)
+    prepared = prepared_for(sweep, tmp_path / "cache")
+    teacher = tiny_model(sweep, prepared, seed=5)
+    serialize.save(teacher, tmp_path / "teacher", auto_class="AutoModelForSequenceClassification")
+    return sweep, prepared, tmp_path
+
+
+def _pkd(sweep, prepared, tmp_path, **params):
+    ctx = context(sweep, prepared, tmp_path / "cache", "pkd", source_dir=str(tmp_path / "teacher"),
+                  alpha=0.5, temperature=5.0, beta=10.0, **params)
+    return pkd.PKD(ctx), ctx
+
+
+def test_teacher_cache_written_once_and_matches_online(teacher_setup):
+    from squeeze.tasks.base import collate
+
+    sweep, prepared, tmp_path = teacher_setup
+    before = pkd.TEACHER_FORWARDS[0]
+    first, ctx1 = _pkd(sweep, prepared, tmp_path)
+    first.prepare(first.initial_model())
+    built = pkd.TEACHER_FORWARDS[0] - before
+    assert built == math.ceil(len(prepared.features["train"]) / 32)
+    assert ctx1.info["pkd/cache_built"] == 1 and ctx1.info["pkd/cache_estimated_mb"] > 0
+    second, ctx2 = _pkd(sweep, prepared, tmp_path)
+    student = second.prepare(second.initial_model())
+    assert pkd.TEACHER_FORWARDS[0] - before == built  # the second trial ran no teacher forward
+    assert "pkd/cache_built" not in ctx2.info
+    online, _ = _pkd(sweep, prepared, tmp_path, teacher_cache=False)
+    idx = [0, 3, 5]
+    batch = collate([prepared.features["train"][i] for i in idx], prepared.pad_id)
+    out = student(**batch, output_hidden_states=True)
+    cached_loss = second.extra_loss(batch, out, idx)
+    online_loss = online.extra_loss(batch, out, idx)
+    assert torch.allclose(cached_loss, online_loss, atol=1e-5)
+
+
+def test_corrupt_teacher_cache_is_rebuilt(teacher_setup):
+    sweep, prepared, tmp_path = teacher_setup
+    first, _ = _pkd(sweep, prepared, tmp_path)
+    first.prepare(None)
+    arrow = next((tmp_path / "cache" / "teacher").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100] + b"garbage")
+    again, ctx = _pkd(sweep, prepared, tmp_path)
+    before = pkd.TEACHER_FORWARDS[0]
+    again.prepare(None)
+    assert ctx.info.get("pkd/cache_built") == 1 and pkd.TEACHER_FORWARDS[0] > before
+
+
+def test_pkd_dialogue_topk_cache(tmp_path):
+    sweep = tiny_sweep("dialogue", "tiny-gpt2", size=60)
+    prepared = prepared_for(sweep, tmp_path / "cache")
+    serialize.save(tiny_model(sweep, prepared), tmp_path / "teacher", auto_class="AutoModelForCausalLM")
+    p, ctx = _pkd(sweep, prepared, tmp_path, top_k=8)
+    student = p.prepare(p.initial_model())
+    assert len(student.transformer.h) == 2
+    from squeeze.tasks.base import collate
+
+    batch = collate(prepared.features["train"][:2], prepared.pad_id)
+    loss = p.extra_loss(batch, student(**batch, output_hidden_states=True), [0, 1])
+    assert torch.isfinite(loss)
+
+
+def test_pkd_without_teacher_is_refused(tmp_path):
+    sweep = tiny_sweep("sentiment", size=60)
+    prepared = prepared_for(sweep, tmp_path)
+    with pytest.raises(ValueError, match="pkd needs a teacher"):
+        pkd.PKD(context(sweep, prepared, tmp_path, "pkd"))
+
+
+# ---------------------------------------------------------------- IMP
+def _pruned(tmp_path, sparsity=0.5, every=3, steps=40, preset="tiny-bert"):
+    sweep = tiny_sweep("lm", preset, size=200, technique=("imp_prune",))
+    prepared = prepared_for(sweep, tmp_path)
+    from squeeze import models
+
+    model = models.build_model(preset, get_task("lm").auto_class_for(prepared.tokenizer), prepared.tokenizer, seed=0)
+    ctx = context(sweep, prepared, tmp_path, "imp_prune", sparsity=sparsity, every=every, step_fraction=0.1)
+    hook = imp.ImpPrune(ctx)
+    prunable_names = set(imp.prunable(model))
+    emb_before = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in prunable_names}
+    hook.prepare(model)
+    for step in range(1, steps + 1):
+        hook.after_step(step)
+    hook.finalize(model)
+    return model, hook, ctx, emb_before
+
+
+def test_imp_schedule_events_and_exact_sparsity(tmp_path):
+    model, hook, ctx, emb_before = _pruned(tmp_path, sparsity=0.5, every=3, steps=40)
+    # ceil(log(0.5)/log(0.9)) = 7 events, at steps 3, 6, ..., 21
+    assert imp.prune_events(40, 3, 0.5, 0.1) == 7
+    assert [e["step"] for e in hook.events] == [3, 6, 9, 12, 15, 18, 21]
+    assert ctx.info["prune/forced"] == 0 and len(ctx.logged) == 7 and "prune/ppl" in ctx.logged[0][1]
+    w = imp.prunable(model)
+    assert imp.sparsity(w) == pytest.approx(0.5, abs=1e-4)
+    assert sum(int((x == 0).sum()) for x in w.values()) == round(0.5 * sum(x.numel() for x in w.values()))
+    # embeddings, LayerNorm, biases and heads are untouched
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in emb_before.items())
+    assert any("embeddings" in k for k in emb_before) and any(k.endswith("bias") for k in emb_before)
+
+
+def test_imp_too_few_steps_forces_final_prune(tmp_path):
+    model, hook, ctx, _ = _pruned(tmp_path, sparsity=0.7, every=10, steps=25)
+    assert ctx.info["prune/forced"] == 1
+    assert imp.sparsity(imp.prunable(model)) == pytest.approx(0.7, abs=1e-4)
+
+
+def test_imp_gpt2_prunes_conv1d(tmp_path):
+    model, _, _, _ = _pruned(tmp_path, preset="tiny-gpt2", sparsity=0.3, every=2, steps=12)
+    w = imp.prunable(model)
+    assert any("c_attn" in k for k in w) and imp.sparsity(w) == pytest.approx(0.3, abs=1e-4)
+
+
+def test_zeros_stay_zero_through_finetuning(tmp_path):
+    sweep = tiny_sweep("sentiment", size=100, technique=("imp",))
+    prepared = prepared_for(sweep, tmp_path)
+    model = tiny_model(sweep, prepared)
+    w = imp.prunable(model)
+    imp.global_magnitude_masks(w, {k: torch.ones_like(v, dtype=torch.bool) for k, v in w.items()}, 0)
+    masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in w.items()}
+    imp.global_magnitude_masks(w, masks, round(0.6 * sum(v.numel() for v in w.values())))
+    with torch.no_grad():
+        for k, v in w.items():
+            v.mul_(masks[k])
+    zeros = {k: (v == 0).clone() for k, v in w.items()}
+    ctx = context(sweep, prepared, tmp_path, "imp")
+    hook = imp.Imp(ctx)
+    task = get_task("sentiment")
+    loop = Loop(model, hooks=[hook], train=prepared.features["train"], pad_id=prepared.pad_id,
+                evaluate=lambda m: {"accuracy": 0.5}, primary="accuracy", mode="max", lr=1e-2, epochs=2, batch_size=8,
+                warmup_ratio=0.0, weight_decay=0.01, max_grad_norm=1.0, seed=0)
+    list(loop.fit())
+    loop.finalize()
+    for k, v in imp.prunable(loop.model).items():
+        assert torch.all(v[zeros[k]] == 0), k
+        assert not torch.all(v[~zeros[k]] == 0)
+    assert ctx.info["imp/sparsity"] == pytest.approx(0.6, abs=1e-4)
+
+
+# ---------------------------------------------------------------- DQ / QAT / serialization
+@pytest.fixture
+def gpt2(tmp_path):
+    sweep = tiny_sweep("dialogue", "tiny-gpt2", size=40)
+    prepared = prepared_for(sweep, tmp_path)
+    return tiny_model(sweep, prepared).eval(), prepared
+
+
+def test_conv1d_to_linear_exact_and_every_block_quantized(gpt2):
+    model, _ = gpt2
+    ids = torch.arange(1, 20).unsqueeze(0)
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    assert check_conv1d_conversion(model) == 4 * model.config.n_layer
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, ref) or torch.allclose(model(input_ids=ids).logits, ref, atol=1e-6)
+    q, counts = quantize(model, embeddings=False)
+    assert counts["quant/int8_linear"] == 4 * model.config.n_layer + 1  # c_attn, c_proj, c_fc, mlp.c_proj + lm_head
+    assert counts["quant/float_linear"] == 0
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(q(input_ids=ids).logits.flatten(), ref.flatten(), dim=0)
+    assert cos >= 0.99
+
+
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_int8_save_load_bit_exact_and_smaller(tmp_path, gpt2, embeddings):
+    model, _ = gpt2
+    serialize.save(model, tmp_path / "fp32", auto_class="AutoModelForCausalLM")
+    q, counts = quantize(model, embeddings=embeddings)
+    serialize.save(q, tmp_path / "int8", auto_class="AutoModelForCausalLM", conv1d_to_linear=True)
+    back = serialize.load(tmp_path / "int8")
+    ids = torch.arange(1, 30).unsqueeze(0)
+    with torch.no_grad():
+        assert torch.equal(back(input_ids=ids).logits, q(input_ids=ids).logits)
+    assert quant.count_quantized(back) == {k: v for k, v in counts.items() if k.startswith("quant/") and k != "quant/conv1d_converted"}
+    ratio = serialize.disk_bytes(tmp_path / "int8") / serialize.disk_bytes(tmp_path / "fp32")
+    assert ratio < (0.35 if embeddings else 0.6)
+
+
+def test_sparse_save_load_bit_exact_and_smaller(tmp_path):
+    sweep = tiny_sweep("sentiment", size=60)
+    prepared = prepared_for(sweep, tmp_path)
+    model = tiny_model(sweep, prepared).eval()
+    serialize.save(model, tmp_path / "dense", auto_class="AutoModelForSequenceClassification")
+    w = imp.prunable(model)
+    masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in w.items()}
+    imp.global_magnitude_masks(w, masks, round(0.7 * sum(v.numel() for v in w.values())))
+    with torch.no_grad():
+        for k, v in w.items():
+            v.mul_(masks[k])
+    serialize.save(model, tmp_path / "sparse", auto_class="AutoModelForSequenceClassification")
+    fmt = serialize.read_format(tmp_path / "sparse")
+    assert set(w) <= set(fmt["sparse"])  # (zero-initialised biases are stored sparse too)
+    back = serialize.load(tmp_path / "sparse")
+    for (k, v), v2 in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(v, v2), k
+    dense_bytes = sum(v.numel() * 4 for v in w.values())
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "sparse" / "model.safetensors", "pt") as f:
+        packed = sum(f.get_tensor(f"{k}.__mask").numel() + f.get_tensor(f"{k}.__values").numel() * 4 for k in w)
+    assert packed / dense_bytes <= 0.35
+    assert serialize.disk_bytes(tmp_path / "sparse") < serialize.disk_bytes(tmp_path / "dense")
+
+
+def test_dq_on_model_without_linear_is_refused():
+    with pytest.raises(ValueError, match="has no nn.Linear"):
+        quant.dynamic_int8(torch.nn.Sequential(torch.nn.Embedding(4, 2)))
+
+
+def test_qat_fake_quant_in_embeddings_and_linear_then_int8(tmp_path):
+    from torch.nn.utils import parametrize
+
+    sweep = tiny_sweep("sentiment", size=80, technique=("qat",))
+    prepared = prepared_for(sweep, tmp_path)
+    model = tiny_model(sweep, prepared)
+    hook = QAT(context(sweep, prepared, tmp_path, "qat"))
+    loop = Loop(model, hooks=[hook], train=prepared.features["train"], pad_id=prepared.pad_id,
+                evaluate=lambda m: {"accuracy": 0.5}, primary="accuracy", mode="max", lr=1e-3, epochs=1, batch_size=8,
+                warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=0)
+    m = loop.model
+    assert parametrize.is_parametrized(m.bert.embeddings.word_embeddings, "weight")
+    assert parametrize.is_parametrized(m.bert.encoder.layer[0].attention.self.query, "weight")
+    assert m.bert.encoder.layer[0].attention.self.query._forward_pre_hooks
+    list(loop.fit())
+    q = loop.finalize()
+    counts = quant.count_quantized(q)
+    assert counts["quant/int8_linear"] > 0 and counts["quant/float_linear"] == 0 and counts["quant/int8_embedding"] == 3
+    assert isinstance(q.bert.embeddings.word_embeddings, quant.Int8Embedding)
