@@ -42,6 +42,7 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
         for k, v in r.data.params.items():
             row[k.removeprefix("train.")] = _number(v)
         row.update(r.data.metrics)
+        row.update({k: v for k, v in r.data.tags.items() if k.startswith(("energy/", "latency/", "squeeze.error"))})
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:

@@ -179,6 +179,18 @@ class EvalCfg(_Strict):
     bertscore_layers: int = Field(6, ge=1)
 
 
+class EnergyCfg(_Strict):
+    power_interval_s: float = Field(5.0, gt=0, description="NVML power sampling period (the paper: 5 s)")
+    carbon_intensity: float = Field(430.0, ge=0, description="g CO2e per kWh (430: US EPA eGRID; 275: EEA)")
+    pue: float = Field(1.0, ge=1.0, description="data-centre power usage effectiveness (Strubell et al.: 1.58)")
+
+
+class MeasureCfg(_Strict):
+    latency: bool = True
+    latency_repeats: int = Field(5, ge=1)
+    latency_examples: int = Field(16, ge=1, description="test examples timed one at a time")
+
+
 class ResourcesCfg(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
@@ -211,6 +223,8 @@ class SweepCfg(_Strict):
     search_space: dict[str, Any] = Field(default_factory=dict)
     num_samples: int = Field(1, ge=1)
     resources: ResourcesCfg = Field(default_factory=ResourcesCfg)
+    energy: EnergyCfg = Field(default_factory=EnergyCfg)
+    measure: MeasureCfg = Field(default_factory=MeasureCfg)
     max_failures: int = Field(0, ge=0)
 
     @field_validator("task")

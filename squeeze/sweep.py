@@ -156,7 +156,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
     results = build_tuner(cfg, sweep, prepared, ctx, resume=resume, sources=sources).fit()
     table = results_table(results, sweep)
     errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
-    summary = {"trials": len(table), "trials_failed": errors}
+    summary = {"trials": len(table), "trials_failed": errors, **cost_totals([r.metrics or {} for r in results], "sweep/")}
     tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)}, failed=errors == len(table))
     return SweepOutcome(sweep.name, parent_id, table, errors)
 
@@ -166,6 +166,18 @@ def _check_data(sweep: SweepCfg) -> None:
 
     get_task(sweep.task).labels(load_splits(sweep.task, sweep.data).splits)
     return None
+
+
+COST_KEYS = ("energy/total_kwh", "energy/gpu_kwh", "energy/cpu_kwh", "co2/kg", "time/train_s", "time/eval_s")
+
+
+def cost_totals(rows: list[dict], prefix: str) -> dict[str, float]:
+    """Sums of the trials' costs; NaN when any trial's figure is unavailable (never a partial sum)."""
+    out = {}
+    for key in COST_KEYS:
+        vals = [r.get(key) for r in rows if r.get(key) is not None]
+        out[prefix + key] = float(sum(vals)) if vals else float("nan")
+    return out
 
 
 def plan(cfg: RunCfg, only: list[str] | None = None) -> list[SweepCfg]:
@@ -201,4 +213,6 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
             outcomes.append(SweepOutcome(s.name, None, pd.DataFrame(), 0, skipped=True))
             continue
         outcomes.append(run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume))
+    if skip_complete:
+        tracking.log_study_totals(uri, experiment_id, cfg.experiment, cost_totals)
     return outcomes

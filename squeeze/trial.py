@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from squeeze import checkpoint, models, serialize, tracking
+from squeeze import checkpoint, measure, models, serialize, telemetry, tracking
 from squeeze.config import SweepCfg, resolve_trial, technique_params
 from squeeze.loop import Loop, seed_everything
 from squeeze.prepare import Prepared
@@ -93,6 +93,40 @@ def _write_outputs(t: Path, model, prepared, predictions, cfg, report, conv1d: b
     (t / "config" / "result.json").write_text(json.dumps(report, indent=1))
 
 
+def _costs(train_meter, eval_meter, cfg) -> tuple[dict, dict]:
+    """Energy, CO2 and time of the training and evaluation phases, and their sum."""
+    tr, tags = train_meter.metrics("train_")
+    ev, _ = eval_meter.metrics("eval_")
+    out = {**tr, **ev}
+    for kind in ("gpu_kwh", "cpu_kwh", "total_kwh"):
+        out[f"energy/{kind}"] = tr[f"energy/train_{kind}"] + ev[f"energy/eval_{kind}"]
+    if "power/train_gpu_avg_w" in tr:
+        out["power/gpu_avg_w"] = tr["power/train_gpu_avg_w"]
+    out = telemetry.with_co2(out, cfg.energy.carbon_intensity, cfg.energy.pue)
+    out["time/train_s"], out["time/eval_s"] = tr["time/train_s"], ev["time/eval_s"]
+    tags.update({"energy/carbon_intensity_g_per_kwh": str(cfg.energy.carbon_intensity), "energy/pue": str(cfg.energy.pue)})
+    return out, tags
+
+
+def _latency(model, prepared, tc, cfg, eval_on, tracker) -> dict:
+    import torch
+
+    threads = tc.num_threads or max(1, int(cfg.resources.cpu))
+    kw = dict(batch_size=tc.eval_batch_size, threads=threads, repeats=cfg.measure.latency_repeats,
+              examples=cfg.measure.latency_examples)
+    out, tags = measure.latency(model, prepared.features["test"], prepared.pad_id, device="cpu", **kw)
+    int8 = any("quantized" in type(m).__module__ for m in model.modules())
+    if torch.cuda.is_available() and not int8:
+        gpu, gtags = measure.latency(model, prepared.features["test"], prepared.pad_id, device="cuda", **kw)
+        out.update(gpu)
+        tags.update(gtags)
+        model.to(eval_on)
+    else:
+        tags["latency/gpu"] = "int8 runs on CPU only" if int8 else "no GPU"
+    tracker.set_tags(tags)
+    return out
+
+
 def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     """Ray Tune function trainable (see ``sweep.build_tuner``)."""
     import torch
@@ -135,6 +169,8 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 checkpoint.load(loop, d)
+        share = cfg.resources.gpu if 0 < cfg.resources.gpu < 1 else 1.0
+        meter = telemetry.EnergyMeter(cfg.energy.power_interval_s, gpu_share=share).start()
         for res in loop.fit():
             metrics = {f"val/{k}": v for k, v in res.metrics.items()}
             metrics.update({"train/loss": res.train_loss, "train/padding_fraction": res.padding_fraction,
@@ -145,13 +181,23 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
                 tune.report({**metrics, "epoch": res.epoch, "step": res.step}, checkpoint=tune.Checkpoint.from_directory(tmp))
         loop.load_best()
         model = loop.finalize()
+        meter.stop()
         eval_on = next((h.eval_device for h in hooks if h.eval_device), device)
         model = model.to(eval_on)
+        eval_meter = telemetry.EnergyMeter(cfg.energy.power_interval_s, gpu_share=share).start()
         val, _ = evaluate(model, "dev", on=eval_on)
         test, predictions = evaluate(model, "test", final=True, on=eval_on)
+        eval_meter.stop()
+        costs, cost_tags = _costs(meter, eval_meter, cfg)
+        tracker.set_tags(cost_tags)
+        for second, watts in meter.trace():
+            tracker.log_metrics({"power/gpu_w": watts}, step=second)
         cls = auto_class(task, prepared.tokenizer)
         conv1d = any(h.conv1d_to_linear for h in hooks)
-        final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}}
+        final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}, **costs}
+        final.update(measure.size(model))
+        if cfg.measure.latency:
+            final.update(_latency(model, prepared, tc, cfg, eval_on, tracker))
         if loop.state.best is not None:
             final.update({f"best/val_{task.primary_metric}": loop.state.best, "best/epoch": loop.state.best_epoch})
         for hook in hooks:
@@ -163,9 +209,7 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
             again, _ = evaluate(reloaded, "test", on=eval_on)
             diff = abs(again[task.primary_metric] - test[task.primary_metric])
             final.update({"parity/ok": float(diff == 0.0), "parity/abs_diff": diff,
-                          "size/disk_mb": serialize.disk_bytes(t / "model") / 2**20,
-                          "size/params": sum(p.numel() for p in model.parameters()),
-                          "size/nonzero": sum(int(torch.count_nonzero(p)) for p in model.parameters())})
+                          "size/disk_mb": serialize.disk_bytes(t / "model") / 2**20})
             tracker.log_metrics(final, step=loop.state.epoch)
             (t / "config" / "result.json").write_text(json.dumps(final, indent=1))
             for sub in ("model", "predictions", "config"):

@@ -136,6 +136,11 @@ def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
             for spec in s.get("search_space", {}).values():
                 grid *= len(spec["grid_search"])
             assert counts[s["name"]] == grid, s["name"]
+    # every trial carries its costs; on this GPU-less, RAPL-less machine energy is NaN and says why
+    assert (df["time/train_s"] >= 0).all() and (df["latency/cpu_ms_per_example"] > 0).all()
+    assert (df["size/disk_mb"] > 0).all() and "co2/kg" in df
+    if not any(__import__("pathlib").Path("/sys/class/powercap").glob("intel-rapl*")):
+        assert df["energy/cpu_kwh"].isna().all() and (df["energy/cpu_source"] == "unavailable").all()
     if quick:
         assert (df.loc[df["technique"].str.contains("dq"), "quant/int8_linear"] > 0).all()
         imp_rows = df[df["technique"] == "imp"]

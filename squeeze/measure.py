@@ -1,0 +1,105 @@
+"""Size and latency of a model, measured the same way for every technique.
+
+Size: bytes of the saved weights on disk in their real format (dense, int8, sparse), parameter
+and non-zero counts (int8 weights included), bytes in memory. Latency: a fixed thread count,
+warm-up first, then the median and p90 over repeats; per example at batch 1 and per test set
+at the evaluation batch size (the paper's "inference time"); on GPU with CUDA events.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def _tensors(model: torch.nn.Module):
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    seen = set()
+    for m in model.modules():
+        if isinstance(m, QLinear):
+            w = m.weight()
+            yield w.int_repr()
+            if m.bias() is not None:
+                yield m.bias()
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
+
+
+def size(model: torch.nn.Module) -> dict[str, float]:
+    """Parameter count, non-zero count and bytes in memory (int8 weights counted as stored)."""
+    ts = list(_tensors(model))
+    return {"size/params": float(sum(t.numel() for t in ts if t.is_floating_point() or t.dtype == torch.int8)),
+            "size/nonzero": float(sum(int(torch.count_nonzero(t)) for t in ts if t.is_floating_point() or t.dtype == torch.int8)),
+            "size/memory_mb": sum(t.numel() * t.element_size() for t in ts) / 2**20}
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def time_cpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10, threads: int | None = None,
+             clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median and p90 wall time (ms) of ``fn`` after ``warmup`` untimed calls, at ``threads`` threads."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = clock()
+            fn()
+            times.append((clock() - t0) * 1000)
+    finally:
+        torch.set_num_threads(old)
+    return {"median_ms": statistics.median(times), "p90_ms": percentile(times, 0.9), "threads": threads or old}
+
+
+def time_gpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
+    """Median and p90 (ms) with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return {"median_ms": statistics.median(times), "p90_ms": percentile(times, 0.9)}
+
+
+def latency(model: torch.nn.Module, features: list[dict], pad_id: int, *, batch_size: int, threads: int,
+            device: str, repeats: int = 5, examples: int = 16) -> tuple[dict[str, float], dict[str, str]]:
+    """Per-example (batch 1) and per-test-set latency on ``device``; metrics and tags."""
+    from squeeze.tasks.base import MODEL_KEYS, collate, to_device
+
+    keys = [k for k in MODEL_KEYS if k != "labels"]
+    model = model.eval().to(device)
+    one = [to_device(collate([f], pad_id, keys), device) for f in features[:examples]]
+    full = [to_device(collate(features[i:i + batch_size], pad_id, keys), device) for i in range(0, len(features), batch_size)]
+
+    def run(batches):
+        with torch.no_grad():
+            for b in batches:
+                model(**b)
+
+    prefix = "cpu" if device == "cpu" else "gpu"
+    timer = (lambda fn, **kw: time_cpu(fn, threads=threads, **kw)) if device == "cpu" else time_gpu
+    ex = timer(lambda: run(one), warmup=1, repeats=repeats)
+    ts = timer(lambda: run(full), warmup=1, repeats=max(1, repeats // 2))
+    n = max(len(one), 1)
+    metrics = {f"latency/{prefix}_ms_per_example": ex["median_ms"] / n, f"latency/{prefix}_p90_ms_per_example": ex["p90_ms"] / n,
+               f"latency/{prefix}_test_set_s": ts["median_ms"] / 1000}
+    return metrics, {f"latency/{prefix}_threads": str(threads) if device == "cpu" else "cuda"}
