@@ -26,6 +26,7 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/squeeze study sweeps/quickstart.yaml
 	$(VENV)/bin/squeeze ls --experiment quickstart
+	$(VENV)/bin/squeeze report --experiment quickstart --out reports/quickstart
 	@echo "Open the MLflow UI:  $(VENV)/bin/squeeze ui   (serves http://127.0.0.1:5000)"
 
 test: install

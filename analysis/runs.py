@@ -47,8 +47,48 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
-    first = [c for c in ID_COLUMNS if c in df.columns]
+    df = _tidy(df)
+    first = [c for c in ID_COLUMNS + ["stage", "X", "Y"] if c in df.columns]
     return df[first + [c for c in df.columns if c not in first]].sort_values(["sweep", "start_time"], ignore_index=True)
+
+
+DISPLAY = {"finetune": "baseline", "imp+dq": "dq+imp", "imp_prune": "imp-prune"}
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Display technique names, the stage, and the IMP schedule (X, Y) carried along the source chain."""
+    df = df.copy()
+    df["stage"] = df["sweep"]
+    df["technique"] = df["technique"].map(lambda t: DISPLAY.get(t, t))
+    x = df.get("params.imp_prune.sparsity", pd.Series(index=df.index, dtype=float))
+    y = df.get("params.imp_prune.every", pd.Series(index=df.index, dtype=float))
+    df["X"], df["Y"] = pd.to_numeric(x, errors="coerce"), pd.to_numeric(y, errors="coerce")
+    if "source_run" in df:
+        for _ in range(3):  # prune -> imp -> dq+imp
+            for col in ("X", "Y"):
+                known = dict(zip(df["run_id"], df[col]))
+                df[col] = [v if v == v else known.get(src, float("nan"))
+                           for v, src in zip(df[col], df["source_run"])]
+    return df
+
+
+def load_prune_histories(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Per prune event of every IMP prune trial: X, Y, step, reached sparsity and perplexity (Figure 2)."""
+    import mlflow
+
+    from squeeze.tracking import default_uri
+
+    uri = tracking_uri or default_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = load_runs(experiment, uri)
+    rows = []
+    for _, r in runs[runs["technique"] == "imp-prune"].iterrows():
+        sp = {m.step: m.value for m in client.get_metric_history(r["run_id"], "prune/sparsity")}
+        pp = {m.step: m.value for m in client.get_metric_history(r["run_id"], "prune/ppl")}
+        for step in sorted(set(sp) & set(pp), key=lambda s: (s < 0, s)):
+            rows.append({"run_id": r["run_id"], "model": r["model"], "X": r["X"], "Y": r["Y"], "step": step,
+                         "sparsity": sp[step], "ppl": pp[step]})
+    return pd.DataFrame(rows, columns=["run_id", "model", "X", "Y", "step", "sparsity", "ppl"])
 
 
 def _number(v: str):

@@ -4,6 +4,7 @@
     squeeze study sweeps/quickstart.yaml            # same, skipping sweeps already complete in MLflow
     squeeze sweep FILE --dry-run train.epochs=1     # validate, load and tokenize; start nothing
     squeeze ls --experiment quickstart              # the runs as a pandas table
+    squeeze report --experiment quickstart          # Table 4, costs, EVP and Pareto plots -> reports/
     squeeze ui                                      # MLflow UI on http://127.0.0.1:5000
 """
 
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--experiment", required=True)
     ls.add_argument("--tracking-uri")
     ls.add_argument("--parquet", help="also write the table to this Parquet file")
+    rep = sub.add_parser("report", help="tables, plots and a recommendation for an experiment, logged to MLflow")
+    rep.add_argument("--experiment", required=True)
+    rep.add_argument("--out", help="folder (default: reports/EXPERIMENT)")
+    rep.add_argument("--tracking-uri")
     ui = sub.add_parser("ui", help="serve the MLflow UI (127.0.0.1 unless --host)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", default="5000")
@@ -77,6 +82,17 @@ def _ls(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from analysis import report
+    from squeeze.tracking import default_uri, log_report
+
+    out = report.build(args.experiment, args.out or f"reports/{args.experiment}", args.tracking_uri)
+    run_id = log_report(args.tracking_uri or default_uri(), args.experiment, out)
+    report.print_table4(out)
+    print(f"\nreport: {out / 'report.md'} (logged to MLflow run {run_id})")
+    return 0
+
+
 def _ui(args) -> int:
     from squeeze.tracking import default_uri
 
@@ -102,11 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         if args.command in ("sweep", "study"):
             return _run(args)
-        return _ls(args) if args.command == "ls" else _ui(args)
+        return {"ls": _ls, "report": _report, "ui": _ui}[args.command](args)
     except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:  # e.g. an experiment with no runs to report
+        if args.command != "report":
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrackingError as exc:

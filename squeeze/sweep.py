@@ -148,6 +148,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
         parent_id = tracking.start_parent(uri, experiment_id, sweep.name, text, {
             "task": sweep.task, "technique": "+".join(sweep.technique), "squeeze.sweep_hash": sweep_hash(sweep),
+            "squeeze.search": "grid" if any("grid_search" in v for v in sweep.search_space.values()) or sources else "random",
             "squeeze.git_commit": git_commit(), "data.name": prepared.data_name,
             **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})
         pfile.parent.mkdir(parents=True, exist_ok=True)

@@ -274,3 +274,16 @@ def log_study_totals(uri: str, experiment_id: str, name: str, totals) -> str:
     _log_metrics(client, run_id, {k: v for k, v in metrics.items()}, step=0)
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_report(uri: str, experiment: str, directory: str | Path) -> str:
+    """Attach a report folder to the experiment's study run (created if the study never ran)."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    found = client.search_runs([exp.experiment_id], "tags.`squeeze.study` = '1'", max_results=1)
+    run_id = found[0].info.run_id if found else client.create_run(
+        exp.experiment_id, run_name=f"{experiment}-study", tags={"squeeze.study": "1"}).info.run_id
+    _retry(lambda: client.log_artifacts(run_id, str(directory), "report"), "log_artifacts")
+    if not found:
+        client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -145,6 +145,19 @@ def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
         assert (df.loc[df["technique"].str.contains("dq"), "quant/int8_linear"] > 0).all()
         imp_rows = df[df["technique"] == "imp"]
         assert (imp_rows["imp/sparsity"].round(4) == 0.5).all()
+        # squeeze report on the real study: tables, PNGs, the grid caveat, logged to the study run
+        from mlflow import MlflowClient
+
+        assert cli.main(["report", "--experiment", doc["experiment"], "--out", str(workdir / "rep")]) == 0
+        text = (workdir / "rep" / "report.md").read_text()
+        assert "Table 4" in text and "grid search" in text and "| dq+imp" in text
+        pngs = list((workdir / "rep").glob("*.png"))
+        assert len(pngs) >= 15 and all(p.stat().st_size > 5000 for p in pngs)
+        client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+        exp = client.get_experiment_by_name(doc["experiment"])
+        study = client.search_runs([exp.experiment_id], "tags.`squeeze.study` = '1'")
+        assert len(study) == 1 and "report/report.md" in {a.path for a in client.list_artifacts(study[0].info.run_id, "report")}
+        assert study[0].data.metrics["study/trials"] == len(df)
         # a re-run skips every complete stage
         assert cli.main(["study", path, *_tiny_overrides(doc, full_grid=True)]) == 0
         assert len(load_runs(doc["experiment"])) == len(df)

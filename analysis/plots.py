@@ -1,0 +1,114 @@
+"""The paper's figures and Pareto fronts as PNG files (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.evp import expected_max_curve  # noqa: E402
+from analysis.tables import METRICS, primary  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def evp_curves(df: pd.DataFrame, task: str, out: Path, budget: str = "time/train_s") -> Path:
+    """Figure 3a: EVP of the primary validation metric per technique, against trials and against budget."""
+    name, mode = primary(task)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for tech, g in df[(df["task"] == task) & (df["status"] == "FINISHED")].groupby("technique"):
+        scores = g[f"val/{name}"].to_numpy(dtype=float)
+        if np.isnan(scores).all():
+            continue
+        costs = g[budget].to_numpy(dtype=float) / 3600 if budget in g else None
+        c = expected_max_curve(scores, mode=mode, budgets=costs, n_bootstrap=300)
+        ax1.plot(c["n"], c["mean"], marker="o", label=tech)
+        ax1.fill_between(c["n"], c["mean"] - c["std"], c["mean"] + c["std"], alpha=0.2)
+        if "budget" in c and c["budget"].notna().all():
+            ax2.plot(c["budget"], c["mean"], marker="o", label=tech)
+            ax2.fill_between(c["budget"], c["mean"] - c["std"], c["mean"] + c["std"], alpha=0.2)
+    ax1.set(xlabel="trials (n)", ylabel=f"expected best val {name}", title=f"{task}: EVP ± std")
+    ax2.set(xlabel="training hours (expected, cumulative)", ylabel=f"expected best val {name}", title=f"{task}: EVP vs budget")
+    ax1.legend(fontsize=8)
+    return _save(fig, out / f"evp_{task}.png")
+
+
+def imp_curve(df: pd.DataFrame, task: str, out: Path) -> Path:
+    """Figure 3b: test metric of IMP (and DQ+IMP) against sparsity X, baseline as a line."""
+    name, _ = primary(task)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
+    for tech in ("imp", "dq+imp"):
+        g = rows[rows["technique"] == tech].dropna(subset=["X"]).groupby("X")[f"test/{name}"].agg(["mean", "max"])
+        if len(g):
+            ax.plot(g.index * 100, g["max"], marker="o", label=f"{tech} (best)")
+    base = rows[rows["technique"] == "baseline"][f"test/{name}"]
+    if len(base):
+        ax.axhline(base.max() if primary(task)[1] == "max" else base.min(), color="grey", ls="--", label="baseline")
+    ax.set(xlabel="sparsity X (%)", ylabel=f"test {name}", title=f"{task}: IMP")
+    ax.legend(fontsize=8)
+    return _save(fig, out / f"imp_{task}.png")
+
+
+def prune_ppl(hist: pd.DataFrame, out: Path) -> Path:
+    """Figure 2: pre-training perplexity against sparsity along each (X, Y) prune schedule."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (model, x, y), g in hist.groupby(["model", "X", "Y"]):
+        ax.plot(g["sparsity"] * 100, g["ppl"], marker=".", label=f"{model} X={x:g} Y={y:g}")
+    ax.set(xlabel="sparsity (%)", ylabel="validation perplexity", title="IMP prune stage", yscale="log")
+    if len(hist):
+        ax.legend(fontsize=7)
+    return _save(fig, out / "prune_ppl.png")
+
+
+def pareto_front(points: pd.DataFrame, cost: str, metric: str, mode: str) -> pd.DataFrame:
+    """Rows not dominated: no other row is at most as costly and at least as good, and better in one."""
+    p = points.dropna(subset=[cost, metric])
+    sign = 1 if mode == "max" else -1
+    keep = []
+    for i, r in p.iterrows():
+        dominated = ((p[cost] <= r[cost]) & (sign * p[metric] >= sign * r[metric]) &
+                     ((p[cost] < r[cost]) | (sign * p[metric] > sign * r[metric]))).any()
+        if not dominated:
+            keep.append(i)
+    return p.loc[keep].sort_values(cost)
+
+
+def pareto(df: pd.DataFrame, task: str, cost: str, out: Path) -> Path:
+    """Test metric of every trial against a cost, the Pareto front drawn through the best."""
+    name, mode = primary(task)
+    metric = f"test/{name}"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
+    usable = cost in rows and rows[cost].notna().any()
+    if usable:
+        for tech, g in rows.groupby("technique"):
+            ax.scatter(g[cost], g[metric], label=tech, s=18)
+        front = pareto_front(rows, cost, metric, mode)
+        ax.plot(front[cost], front[metric], color="black", lw=1, label="Pareto front")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, f"no {cost} measured on this machine", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel=cost, ylabel=metric, title=f"{task}: {metric} vs {cost}")
+    return _save(fig, out / f"pareto_{task}_{cost.replace('/', '_')}.png")
+
+
+def all_plots(df: pd.DataFrame, out: Path, prune_hist: pd.DataFrame | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task in sorted(set(df["task"].dropna()) & set(METRICS)):
+        paths += [evp_curves(df, task, out), imp_curve(df, task, out)]
+        paths += [pareto(df, task, c, out) for c in ("size/disk_mb", "latency/cpu_ms_per_example", "co2/kg")]
+    if prune_hist is not None and len(prune_hist):
+        paths.append(prune_ppl(prune_hist, out))
+    return paths

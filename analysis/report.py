@@ -1,0 +1,80 @@
+"""``squeeze report``: tables, plots and a recommendation in one folder, logged to MLflow.
+
+    squeeze report --experiment quickstart --out reports/quickstart
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots, tables
+from analysis.recommend import recommend
+from analysis.runs import load_prune_histories, load_runs
+
+GRID_NOTE = ("**Note.** These trials come from a grid search. The EVP estimators (Dodge et al. 2019, 2021) assume "
+             "i.i.d. draws of a random search, which a grid is not: read the curves as indicative.")
+
+
+def _from_grid(experiment: str, uri: str | None) -> bool:
+    import mlflow
+
+    from squeeze.tracking import PARENT_TAG, default_uri
+
+    client = mlflow.MlflowClient(tracking_uri=uri or default_uri())
+    exp = client.get_experiment_by_name(experiment)
+    return bool(client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`squeeze.search` = 'grid'",
+                                   max_results=1))
+
+
+def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> Path:
+    """Write report.md, the tables (md, tex, csv), runs.parquet and the PNGs into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = load_runs(experiment, tracking_uri)
+    if df.empty:
+        raise ValueError(f"experiment {experiment!r} has no trial runs to report")
+    df.to_parquet(out / "runs.parquet", index=False)
+    long = tables.table4(df)
+    t4 = tables.table4_wide(long)
+    parts = {"table4": t4, "table3": tables.table3(df), "costs": tables.cost_table(df)}
+    task_tables = {task: tables.table4_wide(long, task) for task in sorted(set(long["task"]))}
+    for name, t in parts.items():
+        for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
+            (out / f"{name}.{ext}").write_text(tables.render(t, fmt))
+    pngs = plots.all_plots(df, out, load_prune_histories(experiment, tracking_uri))
+    lines = [f"# squeeze report: {experiment}", "", f"{len(df)} trials, {int((df['status'] == 'FINISHED').sum())} finished.", ""]
+    if _from_grid(experiment, tracking_uri):
+        lines += [GRID_NOTE, ""]
+    lines += ["## Table 4: test metrics of the best-validation trial, change vs baseline", "",
+              "`*` marks the best compression technique per metric; EVP is the expected best validation score "
+              "of the primary metric at n = N trials (Dodge et al. 2019).", ""]
+    for task, t in task_tables.items():
+        lines += [f"### {task}", "", tables.render(t.drop(columns="task"), "markdown"), ""]
+        (out / f"table4_{task}.md").write_text(tables.render(t.drop(columns="task"), "markdown"))
+    lines += [
+              "## Costs", "", tables.render(parts["costs"], "markdown"), "",
+              "## Table 3: settings", "", tables.render(parts["table3"], "markdown"), "", "## Recommendation", ""]
+    for task in sorted(set(df["task"].dropna()) & set(tables.METRICS)):
+        try:
+            rec = recommend(df, task, max_drop_pct=1.0)
+        except ValueError as exc:
+            lines += [f"- {task}: {exc}"]
+            continue
+        ok = rec[rec["ok"] & (rec["technique"] != "baseline")]
+        pick = ok.sort_values("size/disk_mb").iloc[0] if len(ok) else None
+        lines += [f"- **{task}**: " + (f"`{pick['technique']}` is the smallest technique within 1% of the baseline "
+                                       f"({pick['size/disk_mb']:.3g} MB)." if pick is not None else "no technique stays within 1% of the baseline.")]
+    lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def print_table4(out: Path) -> None:
+    for f in sorted(Path(out).glob("table4_*.md")):
+        print(f"\n{f.stem.removeprefix('table4_')}\n{f.read_text()}")
+
+
+def table4_frame(out: Path) -> pd.DataFrame:
+    return pd.read_csv(Path(out) / "table4.csv")

@@ -1,0 +1,153 @@
+"""The paper's tables from a runs DataFrame (``analysis.runs.load_runs``): Table 4, Table 3, costs.
+
+Table 4: per task x technique, the test metrics of the best-validation trial, the % change
+against the baseline (arrows give the raw direction), the best compression technique per metric
+marked with ``*`` (direction-aware: lower perplexity and TER are better), and EVP at n = N of
+the primary validation metric. Every table renders as Markdown, LaTeX or CSV.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.evp import expected_max
+
+METRICS = {
+    "sentiment": [("accuracy", "max"), ("precision", "max"), ("recall", "max"), ("f1", "max")],
+    "ner": [("f1", "max"), ("precision", "max"), ("recall", "max"), ("token_accuracy", "max")],
+    "dialogue": [("ppl", "min"), ("hits_at_1", "max"), ("hits_at_5", "max"), ("hits_at_10", "max"),
+                 ("bleu", "max"), ("ter", "min"), ("bertscore_f1", "max")],
+}
+ORDER = ["baseline", "pkd", "imp", "dq", "dq+imp", "qat"]
+
+
+def primary(task: str) -> tuple[str, str]:
+    return METRICS[task][0]
+
+
+def _order(t: str) -> int:
+    return ORDER.index(t) if t in ORDER else len(ORDER)
+
+
+def best_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """The best-validation FINISHED trial of each task x technique (prune-stage trials excluded)."""
+    rows = []
+    for (task, tech), g in df[df["task"].isin(METRICS) & (df["status"] == "FINISHED")].groupby(["task", "technique"]):
+        name, mode = primary(task)
+        g = g.dropna(subset=[f"val/{name}"])
+        if len(g):
+            rows.append(g.loc[g[f"val/{name}"].idxmax() if mode == "max" else g[f"val/{name}"].idxmin()])
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def table4(df: pd.DataFrame) -> pd.DataFrame:
+    """Long form: task, technique, metric, value, delta_pct, arrow, best, evp, N."""
+    best = best_trials(df)
+    out = []
+    for task, g in best.groupby("task"):
+        base = g[g["technique"] == "baseline"]
+        name, mode = primary(task)
+        for _, row in g.iterrows():
+            trials = df[(df["task"] == task) & (df["technique"] == row["technique"])]
+            scores = trials[f"val/{name}"].to_numpy(dtype=float)
+            n = int(np.sum(~np.isnan(scores)))
+            evp = expected_max(scores, n, mode=mode) if n else float("nan")
+            for metric, _ in METRICS[task]:
+                col = f"test/{metric}"
+                if col not in g or pd.isna(row.get(col)):
+                    continue
+                value = float(row[col])
+                ref = float(base[col].iloc[0]) if len(base) and col in base and pd.notna(base[col].iloc[0]) else float("nan")
+                delta = (value - ref) / abs(ref) * 100 if ref and not math.isnan(ref) else float("nan")
+                arrow = "" if math.isnan(delta) or abs(delta) < 0.05 else ("↑" if delta > 0 else "↓")
+                out.append({"task": task, "technique": row["technique"], "metric": metric, "value": value,
+                            "delta_pct": delta, "arrow": arrow, "evp": evp, "N": n, "run_id": row["run_id"]})
+    t = pd.DataFrame(out, columns=["task", "technique", "metric", "value", "delta_pct", "arrow", "evp", "N", "run_id"])
+    t["best"] = False
+    for (task, metric), g in t[t["technique"] != "baseline"].groupby(["task", "metric"]):
+        mode = dict(METRICS[task])[metric]
+        top = g["value"].max() if mode == "max" else g["value"].min()
+        t.loc[g.index[g["value"] == top], "best"] = True  # ties share the mark
+    return t.sort_values(["task", "technique"], key=lambda s: s.map(_order) if s.name == "technique" else s, ignore_index=True)
+
+
+def table4_wide(t: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
+    """One row per task x technique; cells ``value (+d% ↑)``, ``*`` on the best compression technique.
+
+    With ``task``, only that task's rows and metric columns (the readable form, one table per task).
+    """
+    if task is not None:
+        t = t[t["task"] == task]
+    def cell(r):
+        s = f"{r['value']:.4g}"
+        if r["technique"] != "baseline" and not math.isnan(r["delta_pct"]):
+            s += f" ({r['delta_pct']:+.1f}% {r['arrow']})".replace(" )", ")")
+        return s + (" *" if r["best"] else "")
+
+    if t.empty:
+        return pd.DataFrame()
+    t = t.assign(cell=t.apply(cell, axis=1))
+    wide = t.pivot_table(index=["task", "technique"], columns="metric", values="cell", aggfunc="first")
+    evp = t.groupby(["task", "technique"])[["evp", "N"]].first()
+    wide["EVP (val, n=N)"] = evp["evp"].map(lambda v: f"{v:.4g}")
+    wide["N"] = evp["N"]
+    wide = wide.reset_index()
+    wide["_o"] = wide["technique"].map(_order)
+    cols = ["task", "technique"] + [m for tk in METRICS for m, _ in METRICS[tk] if m in wide.columns]
+    cols = list(dict.fromkeys(cols)) + ["EVP (val, n=N)", "N"]
+    return wide.sort_values(["task", "_o"])[cols].fillna("")
+
+
+def table3(df: pd.DataFrame) -> pd.DataFrame:
+    """The settings of each task x technique: model, epochs, batch size, learning rates, trials, X/Y."""
+    rows = []
+    for (task, tech), g in df.groupby(["task", "technique"]):
+        rows.append({"task": task, "technique": tech, "model": ", ".join(sorted(map(str, g["model"].dropna().unique()))),
+                     "epochs": ", ".join(sorted(map(str, g.get("epochs", pd.Series(dtype=str)).dropna().unique()))),
+                     "batch size": ", ".join(sorted(map(str, g.get("batch_size", pd.Series(dtype=str)).dropna().unique()))),
+                     "learning rates": ", ".join(f"{v:g}" for v in sorted(g["lr"].dropna().unique())) if tech not in ("dq", "dq+imp") else "-",
+                     "X": ", ".join(f"{v:g}" for v in sorted(g["X"].dropna().unique())) if "X" in g else "",
+                     "Y": ", ".join(f"{v:g}" for v in sorted(g["Y"].dropna().unique())) if "Y" in g else "",
+                     "trials": len(g), "train split": g.get("data.n_train", pd.Series([""])).iloc[0]})
+    t = pd.DataFrame(rows)
+    return t.sort_values(["task", "technique"], key=lambda s: s.map(_order) if s.name == "technique" else s, ignore_index=True)
+
+
+COST_COLUMNS = {"size/disk_mb": "size on disk (MB)", "latency/cpu_ms_per_example": "CPU ms/example",
+                "latency/gpu_ms_per_example": "GPU ms/example", "time/train_s": "train s (sweep)",
+                "energy/total_kwh": "kWh (sweep)", "co2/kg": "kg CO2 (sweep)"}
+
+
+def cost_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Size and latency of the best trial; training time, energy and CO2 summed over the sweep.
+
+    Energy and CO2 sums are NaN when any trial's figure is unavailable (never a partial sum).
+    """
+    best = best_trials(df).set_index(["task", "technique"])
+    rows = []
+    for (task, tech), g in df[df["status"] == "FINISHED"].groupby(["task", "technique"]):
+        row = {"task": task, "technique": tech}
+        for col, label in COST_COLUMNS.items():
+            if col not in df:
+                row[label] = float("nan")
+            elif "(sweep)" in label:
+                row[label] = g[col].sum(min_count=len(g)) if g[col].notna().all() else float("nan")
+            else:
+                row[label] = best.at[(task, tech), col] if (task, tech) in best.index else float("nan")
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    return t.sort_values(["task", "technique"], key=lambda s: s.map(_order) if s.name == "technique" else s, ignore_index=True)
+
+
+def render(t: pd.DataFrame, fmt: str) -> str:
+    """``markdown``, ``latex`` or ``csv``."""
+    if fmt == "markdown":
+        return t.to_markdown(index=False, floatfmt=".4g")
+    if fmt == "latex":
+        return t.to_latex(index=False, float_format="%.4g")
+    if fmt == "csv":
+        return t.to_csv(index=False)
+    raise ValueError(f"format must be markdown, latex or csv, got {fmt!r}")

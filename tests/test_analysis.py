@@ -1,0 +1,103 @@
+"""Tables, plots and the recommendation on a fixture runs table (no MLflow needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plots, tables
+from analysis.evp import expected_max
+from analysis.recommend import recommend
+
+
+def _runs() -> pd.DataFrame:
+    rows = []
+
+    def add(tech, val, test, size, lat, **extra):
+        rows.append({"run_id": f"{tech}-{len(rows)}", "task": "sentiment", "technique": tech, "status": "FINISHED",
+                     "model": "m", "lr": 1e-3, "val/accuracy": val, "test/accuracy": test, "test/f1": test - 0.01,
+                     "test/precision": test, "test/recall": test, "size/disk_mb": size, "latency/cpu_ms_per_example": lat,
+                     "time/train_s": 100.0, "energy/total_kwh": float("nan"), "co2/kg": float("nan"), **extra})
+
+    add("baseline", 0.90, 0.80, 400, 10)
+    add("baseline", 0.92, 0.82, 400, 10)      # best baseline by val
+    add("pkd", 0.89, 0.81, 200, 5)
+    add("pkd", 0.85, 0.90, 200, 5)            # higher test, lower val: not chosen
+    add("dq", 0.91, 0.82, 100, 7)
+    add("imp", 0.88, 0.78, 150, 10, X=0.7)
+    add("baseline", float("nan"), float("nan"), 400, 10, status="FAILED")
+    return pd.DataFrame(rows)
+
+
+def test_table4_best_validation_trial_deltas_and_marks():
+    t = tables.table4(_runs())
+    acc = t[t["metric"] == "accuracy"].set_index("technique")
+    assert acc.at["baseline", "value"] == pytest.approx(0.82)
+    assert acc.at["pkd", "value"] == pytest.approx(0.81)          # the best-val pkd trial, not the best-test one
+    assert acc.at["pkd", "delta_pct"] == pytest.approx((0.81 - 0.82) / 0.82 * 100)
+    assert acc.at["pkd", "arrow"] == "↓" and acc.at["dq", "arrow"] == ""
+    assert acc.at["dq", "best"] and not acc.at["pkd", "best"] and not acc.at["baseline", "best"]
+    assert acc.at["baseline", "N"] == 2                           # the failed trial is dropped from EVP
+    assert acc.at["baseline", "evp"] == pytest.approx(expected_max([0.90, 0.92, np.nan], 2))
+    wide = tables.table4_wide(t, "sentiment")
+    assert wide[wide["technique"] == "dq"]["accuracy"].iloc[0].endswith("*")
+    for fmt in ("markdown", "latex", "csv"):
+        assert "pkd" in tables.render(wide, fmt)
+
+
+def test_min_metrics_mark_the_lowest():
+    df = pd.DataFrame([{"run_id": str(i), "task": "dialogue", "technique": t, "status": "FINISHED", "model": "m",
+                        "lr": 1e-3, "val/ppl": v, "test/ppl": v, "test/ter": v * 10} for i, (t, v) in
+                       enumerate([("baseline", 5.0), ("pkd", 7.0), ("dq", 5.5)])])
+    t = tables.table4(df)
+    best = t[t["best"]]
+    assert set(best["technique"]) == {"dq"} and set(best["metric"]) == {"ppl", "ter"}
+
+
+def test_cost_table_never_sums_partially():
+    c = tables.cost_table(_runs()).set_index("technique")
+    assert c.at["dq", "size on disk (MB)"] == 100
+    assert c.at["pkd", "train s (sweep)"] == 200
+    assert math.isnan(c.at["pkd", "kWh (sweep)"])
+
+
+def test_table3_settings():
+    t = tables.table3(_runs()).set_index("technique")
+    assert t.at["baseline", "trials"] == 3 and t.at["dq", "learning rates"] == "-" and t.at["imp", "X"] == "0.7"
+
+
+def test_recommend_picks_by_data():
+    df = _runs()
+    rec = recommend(df, "sentiment", max_size_mb=250, max_drop_pct=1.5)
+    # dq keeps 0.82 at 100 MB; pkd is within 1.5% (0.81) at 200 MB; imp drops 4.9%; baseline is 400 MB
+    assert list(rec["technique"]) == ["dq", "pkd", "baseline", "imp"]
+    assert list(rec["ok"]) == [True, True, False, False]
+    by = rec.set_index("technique")
+    assert by.at["baseline", "reason"] == "size/disk_mb 400 > 250"
+    assert by.at["imp", "reason"].startswith("drop 4.88% > 1.5%")
+    assert by.at["dq", "run_id"] == "dq-4"
+    rec = recommend(df, "sentiment", max_latency_ms=6)
+    assert list(rec[rec["ok"]]["technique"]) == ["pkd"]
+    rec = recommend(df, "sentiment", max_train_kwh=1.0)
+    assert not rec["ok"].any() and (rec["reason"] == "energy/total_kwh not measured").all()
+    with pytest.raises(ValueError, match="no finished trials for task 'ner'"):
+        recommend(df, "ner")
+
+
+def test_pareto_front():
+    p = pd.DataFrame({"c": [1, 2, 3, 4], "m": [0.5, 0.7, 0.6, 0.9]})
+    assert list(plots.pareto_front(p, "c", "m", "max")["c"]) == [1, 2, 4]
+    assert list(plots.pareto_front(p, "c", "m", "min")["c"]) == [1]
+
+
+def test_every_plot_is_a_png(tmp_path):
+    hist = pd.DataFrame({"run_id": ["a"] * 3, "model": ["tiny-bert"] * 3, "X": [0.5] * 3, "Y": [10] * 3,
+                         "step": [10, 20, 30], "sparsity": [0.1, 0.19, 0.27], "ppl": [50.0, 60.0, 80.0]})
+    paths = plots.all_plots(_runs(), tmp_path, hist)
+    assert len(paths) == 6
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p
