@@ -93,12 +93,17 @@ def _report(args) -> int:
     return 0
 
 
-def _ui(args) -> int:
+def ui_command(args) -> list[str]:
+    """The MLflow UI command line; it binds 127.0.0.1 unless --host says otherwise."""
     from squeeze.tracking import default_uri
 
     uri = args.tracking_uri or default_uri()
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", args.port]
-    print(f"MLflow UI on http://{args.host}:{args.port}  (store: {uri})", flush=True)
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", args.port]
+
+
+def _ui(args) -> int:
+    cmd = ui_command(args)
+    print(f"MLflow UI on http://{args.host}:{args.port}  (store: {cmd[5]})", flush=True)
     os.execv(sys.executable, cmd)
     return 0  # not reached
 

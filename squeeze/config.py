@@ -237,10 +237,18 @@ class SweepCfg(_Strict):
     @field_validator("technique", mode="before")
     @classmethod
     def _techniques(cls, v):
+        from squeeze.registry import get_technique_class
+
         v = [v] if isinstance(v, str) else v
         for t in v:
-            if t not in TECHNIQUES:
-                raise ValueError(f"unknown technique {t!r}; allowed: {', '.join(sorted(TECHNIQUES))}")
+            if ":" in t:
+                try:
+                    get_technique_class(t)
+                except KeyError as exc:
+                    raise ValueError(str(exc).strip('"')) from None
+            elif t not in TECHNIQUES:
+                raise ValueError(f"unknown technique {t!r}; allowed: {', '.join(sorted(TECHNIQUES))} "
+                                 "(or an import path package.module:Class)")
         return v
 
     @model_validator(mode="after")

@@ -1,6 +1,8 @@
 """Name -> lazy importer tables for tasks and techniques (Ray Tune's registry pattern).
 
-Adding a task or technique is one module plus one line here.
+Adding a task or technique is one module plus one line here. A technique may also be named by
+its import path, ``package.module:Class`` (your own technique, without editing squeeze); the
+module must be importable on every node.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ TECHNIQUES: dict[str, str] = {
 
 
 def _load(table: dict[str, str], kind: str, name: str) -> Any:
+    if kind == "technique" and ":" in name:
+        module, attr = name.split(":", 1)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise KeyError(f"technique {name!r} cannot be imported ({exc})") from None
     if name not in table:
         raise KeyError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
     module, attr = table[name].split(":")

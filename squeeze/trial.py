@@ -143,6 +143,9 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
         tc = cfg.train
         torch.set_num_threads(tc.num_threads or max(1, int(cfg.resources.cpu)))
         tracker.log_params(_params(cfg, prepared, source_run))
+        import ray
+
+        tracker.set_tags({"ray.node_id": ray.get_runtime_context().get_node_id()})
         seed_everything(tc.seed)
         device = _device(tc.device)
         source_dir = tracking.download_model(context.tracking_uri, source_run, context.cache_dir) if source_run else None

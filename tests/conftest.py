@@ -13,8 +13,14 @@ import pytest
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                   RAY_USAGE_STATS_ENABLED="0", TOKENIZERS_PARALLELISM="false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the fault-injection technique (tests/plugins/faulty.py) must import in Ray workers too, which
+# inherit this environment when the tests start Ray
+PLUGINS = os.path.join(ROOT, "tests", "plugins")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, os.environ.get("PYTHONPATH", "")) if p)
+sys.path.insert(0, PLUGINS)
 
 
 @pytest.fixture
@@ -24,12 +30,21 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_session():
+    """A local 2-CPU Ray, started once and reused; tests that need their own cluster shut it down first."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield ray
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    return ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_shutdown_at_exit():
+    yield
+    import ray
+
     ray.shutdown()
 
 

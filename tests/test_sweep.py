@@ -52,7 +52,7 @@ def test_sweep_against_mlflow_server(workdir, ray_session, mlflow_server, capsys
             assert key in p, key
         assert p["data.n_train"] == "60" and p["data.name"] == "synthetic-sentiment"
         history = client.get_metric_history(r.info.run_id, "val/accuracy")
-        assert sorted(m.step for m in history) == [0, 1]
+        assert sorted(m.step for m in history) == [0, 1, 2]  # per epoch, then the final model's at step = epochs
         assert 0 <= r.data.metrics["test/accuracy"] <= 1 and "test/f1" in r.data.metrics
         arts = {a.path for a in client.list_artifacts(r.info.run_id, "model")}
         assert "model/model.safetensors" in arts and "model/config.json" in arts

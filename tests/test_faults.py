@@ -1,0 +1,218 @@
+"""Fault tolerance: failing trials, retries from checkpoint, a killed driver, a tracking outage,
+the checkpoint budget, and security defaults. Nothing finished may be lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from squeeze import cli
+
+pytestmark = pytest.mark.slow
+
+
+def _study(workdir, name, *, seeds=(0, 1), epochs=3, fail=None, **extra):
+    sweep = {"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 80},
+             "train": {"epochs": epochs, "batch_size": 16, "max_length": 32, "lr": 1e-3},
+             "measure": {"latency": False}, "search_space": {"seed": {"grid_search": list(seeds)}}}
+    if fail is not None:
+        sweep["technique"] = ["faulty:FailOnce"]
+        sweep["params"] = {"faulty:FailOnce": {"steps_per_epoch": 3, **fail}}  # 40 train / 16 = 3 steps
+    keep, concurrent = extra.pop("keep", 2), extra.pop("max_concurrent_trials", 0)
+    sweep.update(extra)
+    doc = {"experiment": name, "sweeps": [sweep], "checkpoints_to_keep": keep, "max_concurrent_trials": concurrent}
+    f = workdir / f"{name}.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    return str(f)
+
+
+def _children(workdir, experiment):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''")
+    return client, runs
+
+
+def test_nan_loss_marks_the_trial_failed_and_the_others_finish(workdir, ray_session):
+    f = _study(workdir, "nan", fail={"mode": "nan", "at_epoch": 1, "only_seed": 1})
+    assert cli.main(["sweep", f]) == 1  # a trial errored: non-zero exit, results kept
+    client, runs = _children(workdir, "nan")
+    status = {r.data.params["train.seed"]: r for r in runs}
+    assert status["0"].info.status == "FINISHED" and "test/accuracy" in status["0"].data.metrics
+    assert status["1"].info.status == "FAILED"
+    assert "training loss became nan in epoch 1" in status["1"].data.tags["squeeze.error"]
+    parent = client.search_runs([runs[0].info.experiment_id], "tags.`squeeze.parent` = '1'")[0]
+    assert parent.data.metrics["trials_failed"] == 1 and parent.info.status == "FINISHED"
+
+
+def test_failed_trial_is_retried_from_its_checkpoint(workdir, ray_session):
+    marker = workdir / "failed-once"
+    f = _study(workdir, "retry", seeds=(0,), epochs=3, max_failures=1,
+               fail={"mode": "raise", "at_epoch": 1, "marker": str(marker)})
+    assert cli.main(["sweep", f]) == 0
+    assert marker.exists()  # it did fail once
+    client, runs = _children(workdir, "retry")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the retry continued the same MLflow run
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")]
+    assert sorted(steps) == [0, 1, 2]  # epoch 0 was not trained again: resumed from its checkpoint
+
+
+def test_checkpoints_are_kept_within_budget(workdir, ray_session):
+    f = _study(workdir, "budget", seeds=(0,), epochs=4, keep=1)
+    assert cli.main(["sweep", f]) == 0
+    trial_dirs = [d for d in (workdir / "ray_results" / "budget-s").iterdir() if d.is_dir()]
+    assert len(trial_dirs) == 1
+    assert len(list(trial_dirs[0].glob("checkpoint_*"))) == 1
+
+
+def test_killed_driver_resumes_only_unfinished_trials(workdir):
+    """SIGKILL the whole driver process group mid-sweep, then --resume: exactly one FINISHED run per trial."""
+    import ray
+
+    ray.shutdown()  # the resumed driver starts its own Ray
+    f = _study(workdir, "kill", seeds=(0, 1, 2), epochs=3, max_concurrent_trials=1,
+               fail={"mode": "none", "sleep_s": 0.25})
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "squeeze.cli", "sweep", f], cwd=workdir, env=env,
+                            stdout=open(workdir / "first.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    finished_before = set()
+    while time.time() < deadline:
+        time.sleep(1)
+        if (workdir / "mlflow.db").exists():
+            try:
+                _, runs = _children(workdir, "kill")
+            except Exception:
+                continue
+            finished_before = {r.data.tags["squeeze.trial_id"] for r in runs if r.info.status == "FINISHED"}
+            if finished_before and any(r.info.status == "RUNNING" for r in runs):
+                break
+    assert finished_before, (workdir / "first.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "squeeze.cli", "sweep", f, "--resume"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, runs = _children(workdir, "kill")
+    ids = [r.data.tags["squeeze.trial_id"] for r in runs]
+    assert len(ids) == 3 and len(set(ids)) == 3  # no duplicated run
+    assert all(r.info.status == "FINISHED" for r in runs)  # none left RUNNING
+    client = _children(workdir, "kill")[0]
+    for r in runs:  # every trial trained each epoch exactly once, across the kill
+        assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "train/loss")) == [0, 1, 2]
+
+
+def test_metrics_survive_a_tracking_server_outage(tmp_path, monkeypatch):
+    """Stop the real MLflow server mid-trial: metrics are buffered, then all arrive when it is back."""
+    import requests
+
+    from conftest import _free_port
+    from squeeze import tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--artifacts-destination", str(tmp_path / "a")]
+
+    def start():
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        for _ in range(240):
+            try:
+                if requests.get(uri + "/health", timeout=1).ok:
+                    return p
+            except requests.RequestException:
+                time.sleep(0.5)
+        raise RuntimeError("mlflow server did not start")
+
+    server = start()
+    try:
+        exp = tracking.ensure_experiment(uri, "outage")
+        parent = tracking.start_parent(uri, exp, "s", "x: 1", {})
+        run = tracking.TrialRun(uri, exp, parent, "t1", "t1", {})
+        run.log_metrics({"val/a": 0.1}, step=0)
+        server.terminate()
+        server.wait()
+        for step in (1, 2, 3):
+            run.log_metrics({"val/a": 0.1 * (step + 1)}, step=step)  # never raises; buffered
+        assert len(run.pending) == 3
+        server = start()
+        run.finish()
+        history = tracking._client(uri).get_metric_history(run.run_id, "val/a")
+        assert sorted(m.step for m in history) == [0, 1, 2, 3]  # 4 sent, 4 stored: none lost
+        assert tracking._client(uri).get_run(run.run_id).info.status == "FINISHED"
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_ui_binds_localhost_by_default():
+    args = cli._parser().parse_args(["ui"])
+    cmd = cli.ui_command(args)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+
+
+def test_checkpoints_never_unpickle_code(tmp_path):
+    """A checkpoint whose optimizer file carries a pickled callable is refused, and the callable never runs."""
+    import pickle
+
+    from helpers import prepared_for, tiny_sweep
+    from squeeze import checkpoint
+    from squeeze.loop import Loop
+    from helpers import tiny_model
+
+    sweep = tiny_sweep("sentiment", size=40)
+    prepared = prepared_for(sweep, tmp_path)
+    loop = Loop(tiny_model(sweep, prepared), hooks=[], train=prepared.features["train"], pad_id=prepared.pad_id,
+                evaluate=lambda m: {"accuracy": 0.0}, primary="accuracy", mode="max", lr=1e-3, epochs=1, batch_size=8,
+                warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=0)
+    checkpoint.save(loop, tmp_path / "ck")
+    pwned = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(pwned), "w"))
+
+    (tmp_path / "ck" / "optim.pt").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load(loop, tmp_path / "ck")
+    assert not pwned.exists()
+
+
+def test_mlflow_has_the_path_traversal_fixes():
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    assert Version(version("mlflow")) >= Version("2.11.3")
+
+
+def test_cluster_yaml_matches_rays_autoscaler_schema():
+    import json
+
+    import jsonschema
+    import ray.autoscaler
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = yaml.safe_load(open(os.path.join(root, "cluster.yaml")))
+    schema = json.load(open(os.path.join(os.path.dirname(ray.autoscaler.__file__), "ray-schema.json")))
+    jsonschema.validate(cfg, schema)
+    validate_config(prepare_config(cfg))
+    start = " ".join(cfg["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start and "RAY_AUTH_MODE=token" in start
+    text = open(os.path.join(root, "cluster.yaml")).read().lower()
+    assert "aws_secret_access_key" not in text and "password" not in text
+    ports = [p["FromPort"] for p in cfg["provider"]["security_group"]["IpPermissions"]]
+    assert ports == [22]
