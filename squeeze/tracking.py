@@ -112,9 +112,10 @@ class TrialRun:
 
     def __init__(self, uri: str, experiment_id: str, parent_id: str, trial_id: str, name: str, tags: dict[str, str]):
         self.uri, self.client, self.pending = uri, _client(uri), []
+        self.resumed, self.seen = False, {}
         existing = _retry(lambda: find_trial_run(uri, experiment_id, parent_id, trial_id), "search")
         if existing is not None:
-            self.run_id = existing.info.run_id
+            self.run_id, self.resumed = existing.info.run_id, True
             _retry(lambda: self.client.update_run(self.run_id, status="RUNNING"), "update_run")
         else:
             run = _retry(lambda: self.client.create_run(
@@ -137,10 +138,22 @@ class TrialRun:
         except Exception as exc:
             log.warning("MLflow unreachable; %d metric batches buffered (%s)", len(self.pending), exc)
 
+    def _new(self, metrics: dict[str, float], step: int) -> dict[str, float]:
+        """A resumed trial repeats the steps after its last checkpoint: log each (key, step) once."""
+        if not self.resumed:
+            return metrics
+        for key in metrics:
+            if key not in self.seen:
+                self.seen[key] = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+        fresh = {k: v for k, v in metrics.items() if step not in self.seen[k]}
+        for k in fresh:
+            self.seen[k].add(step)
+        return fresh
+
     def flush(self, attempts: int = 8) -> None:
         while self.pending:
             metrics, step = self.pending[0]
-            _retry(lambda: _log_metrics(self.client, self.run_id, metrics, step), "log_metrics", attempts)
+            _retry(lambda: _log_metrics(self.client, self.run_id, self._new(metrics, step), step), "log_metrics", attempts)
             self.pending.pop(0)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str) -> None:

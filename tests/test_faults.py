@@ -98,7 +98,7 @@ def test_killed_driver_resumes_only_unfinished_trials(workdir):
     assert finished_before, (workdir / "first.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env)
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True, env=env)
     done = subprocess.run([sys.executable, "-m", "squeeze.cli", "sweep", f, "--resume"], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

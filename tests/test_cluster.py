@@ -1,0 +1,88 @@
+"""Multi-node sweeps on Ray's own multi-node test cluster (a head and worker nodes on this
+machine), logging to a real MLflow server on 127.0.0.1 with no shared local path assumed."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+
+from squeeze import cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _file(workdir, name, seeds, epochs, **sweep):
+    doc = {"experiment": name, "sweeps": [{
+        "name": "s", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 80},
+        "train": {"epochs": epochs, "batch_size": 16, "max_length": 32, "lr": 1e-3}, "measure": {"latency": False},
+        "search_space": {"seed": {"grid_search": list(seeds)}}, **sweep}]}
+    f = workdir / f"{name}.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    return str(f)
+
+
+def _children(uri, experiment):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''") if exp else [])
+
+
+def test_trials_run_on_both_nodes_and_reach_mlflow(workdir, cluster, mlflow_server):
+    import ray
+
+    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    f = _file(workdir, "multi", seeds=(0, 1, 2, 3), epochs=2)
+    assert cli.main(["sweep", f, "--tracking-uri", mlflow_server]) == 0
+    client, runs = _children(mlflow_server, "multi")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["ray.node_id"] for r in runs}) == 2  # both worker nodes ran trials
+    for r in runs:
+        assert "model/model.safetensors" in {a.path for a in client.list_artifacts(r.info.run_id, "model")}
+
+
+def test_lost_worker_node_trial_resumes_on_another(workdir, cluster, mlflow_server):
+    import ray
+
+    first = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    f = _file(workdir, "lost", seeds=(0,), epochs=4, max_failures=2, technique=["faulty:FailOnce"],
+              params={"faulty:FailOnce": {"mode": "none", "sleep_s": 0.3}})
+    result = {}
+    driver = threading.Thread(target=lambda: result.update(code=cli.main(["sweep", f, "--tracking-uri", mlflow_server])))
+    driver.start()
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        time.sleep(0.5)
+        client, runs = _children(mlflow_server, "lost")
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= 2:
+            break
+    before = runs[0].data.tags["ray.node_id"]
+    cluster.add_node(num_cpus=1)
+    cluster.remove_node(first)
+    driver.join(timeout=300)
+    assert result.get("code") == 0
+    client, runs = _children(mlflow_server, "lost")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # not duplicated, not left RUNNING
+    assert runs[0].data.tags["ray.node_id"] != before            # it finished on the new node
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")) == [0, 1, 2, 3]
