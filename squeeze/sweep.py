@@ -113,6 +113,7 @@ def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
             row["source_run"] = r.config["source_run"][:8]
         for split in ("val", "test"):
             row[f"{split}/{task.primary_metric}"] = m.get(f"{split}/{task.primary_metric}")
+        row["time_total_s"] = m.get("time_total_s")
         row["status"] = "ERROR" if r.error else "OK"
         rows.append(row)
     return pd.DataFrame(rows)
