@@ -91,7 +91,8 @@ def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, *, resume
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=space)
     tune_config = tune.TuneConfig(metric=f"val/{task.primary_metric}", mode=task.mode, num_samples=sweep.num_samples,
-                                  max_concurrent_trials=cfg.max_concurrent_trials or None)
+                                  max_concurrent_trials=cfg.max_concurrent_trials or None,
+                                  reuse_actors=True)  # warm workers: no re-import of torch/transformers per trial
     run_config = tune.RunConfig(
         name=name, storage_path=storage, verbose=1,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
