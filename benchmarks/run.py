@@ -128,8 +128,6 @@ def bench_dq(prepared, reps: int) -> dict:
 
 
 def bench_sizes(prepared) -> dict:
-    from safetensors import safe_open
-
     from squeeze import serialize
     from squeeze.techniques import imp
     from squeeze.techniques.dq import quantize
@@ -147,15 +145,9 @@ def bench_sizes(prepared) -> dict:
                                          plain_dq_ratio=serialize.disk_bytes(t / "int8_plain") / fp32, fp32_mb=fp32 / 2**20,
                                          note="embeddings int8 weight-only; plain_dq_ratio leaves them fp32")
         model = _model(prepared)
-        w = imp.prunable(model)
-        masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in w.items()}
-        imp.global_magnitude_masks(w, masks, round(0.7 * sum(v.numel() for v in w.values())))
-        with torch.no_grad():
-            for k, v in w.items():
-                v.mul_(masks[k])
+        w = imp.prune_to(model, 0.7)
         serialize.save(model, t / "sparse", auto_class="AutoModelForSequenceClassification")
-        with safe_open(t / "sparse" / "model.safetensors", "pt") as f:
-            packed = sum(f.get_tensor(f"{k}.__mask").numel() + f.get_tensor(f"{k}.__values").numel() * 4 for k in w)
+        packed = serialize.stored_bytes(t / "sparse", w)
         dense = sum(v.numel() * 4 for v in w.values())
         out["sparse70_size_ratio"] = summary([packed / dense], note="bitmask + fp32 values of the pruned tensors")
         out["sparse70_model_size_ratio"] = summary([serialize.disk_bytes(t / "sparse") / fp32], note="whole model, embeddings dense")

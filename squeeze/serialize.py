@@ -140,6 +140,19 @@ def load(directory: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
+def stored_bytes(directory: str | Path, names) -> int:
+    """Bytes the named tensors take inside the weight file (bitmask + values when stored sparse)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(Path(directory) / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+        for name in names:
+            parts = [f"{name}.__mask", f"{name}.__values"] if f"{name}.__mask" in keys else [name]
+            total += sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in parts)
+    return total
+
+
 def disk_bytes(directory: str | Path) -> int:
     """Bytes of the weight file on disk (config files excluded)."""
     return (Path(directory) / "model.safetensors").stat().st_size

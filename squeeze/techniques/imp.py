@@ -75,6 +75,17 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], masks: dict[str, to
         m &= ~b
 
 
+def prune_to(model: torch.nn.Module, target: float) -> dict[str, torch.nn.Parameter]:
+    """One-shot global magnitude pruning of the prunable weights to ``target`` sparsity (in place)."""
+    weights = prunable(model)
+    masks = {k: torch.ones_like(w, dtype=torch.bool) for k, w in weights.items()}
+    global_magnitude_masks(weights, masks, round(target * sum(w.numel() for w in weights.values())))
+    with torch.no_grad():
+        for k, w in weights.items():
+            w.mul_(masks[k])
+    return weights
+
+
 class _Masked(NoOp):
     def _apply(self) -> None:
         with torch.no_grad():
