@@ -77,6 +77,8 @@ class TrainCfg(_Strict):
     seed: int = Field(0, ge=0)
     max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0: no cap)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (fp16 adds a GradScaler on CUDA)")
+    compile: bool = Field(False, description="torch.compile the model before training")
     num_threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per CPU given to the trial)")
 
 

@@ -68,13 +68,17 @@ class Loop:
 
     def __init__(self, model, *, hooks, train: list[dict], pad_id: int, evaluate: Callable[[torch.nn.Module], dict],
                  primary: str, mode: str, lr: float, epochs: int, batch_size: int, warmup_ratio: float,
-                 weight_decay: float, max_grad_norm: float, seed: int, max_steps: int = 0, device="cpu"):
+                 weight_decay: float, max_grad_norm: float, seed: int, max_steps: int = 0, device="cpu",
+                 precision: str = "fp32", compile: bool = False):
         self.hooks, self.train, self.pad_id, self.evaluate = list(hooks), train, pad_id, evaluate
         self.primary, self.mode, self.epochs, self.batch_size = primary, mode, epochs, batch_size
         self.max_grad_norm, self.seed, self.device = max_grad_norm, seed, torch.device(device)
         for hook in self.hooks:
             model = hook.prepare(model)
         self.model = model.to(self.device)
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and self.device.type == "cuda" else None
+        self.forward = torch.compile(self.model) if compile else self.model
         self.lengths = [len(f["input_ids"]) for f in train]
         steps_per_epoch = math.ceil(len(train) / batch_size)
         self.total_steps = min(steps_per_epoch * epochs, max_steps or steps_per_epoch * epochs)
@@ -94,15 +98,25 @@ class Loop:
         return value > self.state.best if self.mode == "max" else value < self.state.best
 
     def _step(self, batch, indices: list[int]) -> torch.Tensor:
-        outputs = self.model(**batch, output_hidden_states=self.needs_hidden) if self.needs_hidden else self.model(**batch)
-        loss = outputs.loss
-        for hook in self.hooks:
-            extra = hook.extra_loss(batch, outputs, indices)
-            if extra is not None:
-                loss = loss + extra
-        loss.backward()
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            kwargs = {"output_hidden_states": True} if self.needs_hidden else {}
+            outputs = self.forward(**batch, **kwargs)
+            loss = outputs.loss
+            for hook in self.hooks:
+                extra = hook.extra_loss(batch, outputs, indices)
+                if extra is not None:
+                    loss = loss + extra
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -121,6 +135,8 @@ class Loop:
                 break
             feats = [self.train[i] for i in idx]
             batch = collate(feats, self.pad_id)
+            if self.device.type == "cuda":
+                batch = {k: v.pin_memory() for k, v in batch.items()}  # async host-to-device copies
             real += sum(len(f["input_ids"]) for f in feats)
             padded += batch["input_ids"].numel()
             loss_sum += self._step(to_device(batch, self.device), idx)

@@ -127,6 +127,14 @@ def _latency(model, prepared, tc, cfg, eval_on, tracker) -> dict:
     return out
 
 
+def _resolve_run_refs(cfg: SweepCfg, uri: str, cache_dir: str) -> SweepCfg:
+    """Technique params given as ``runs:/<run id>`` (a PKD teacher) become the downloaded model folder."""
+    def resolve(v):
+        return tracking.download_model(uri, v[len("runs:/"):], cache_dir) if isinstance(v, str) and v.startswith("runs:/") else v
+
+    return cfg.model_copy(update={"params": {t: {k: resolve(v) for k, v in ps.items()} for t, ps in cfg.params.items()}})
+
+
 def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     """Ray Tune function trainable (see ``sweep.build_tuner``)."""
     import torch
@@ -149,6 +157,7 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
         seed_everything(tc.seed)
         device = _device(tc.device)
         source_dir = tracking.download_model(context.tracking_uri, source_run, context.cache_dir) if source_run else None
+        cfg = _resolve_run_refs(cfg, context.tracking_uri, context.cache_dir)
 
         def evaluate(m, split="dev", final=False, on=None):
             return task.evaluate(m, prepared.features[split], prepared.examples[split], tokenizer=prepared.tokenizer,
@@ -167,7 +176,7 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
                     evaluate=lambda m: evaluate(m)[0], primary=task.primary_metric, mode=task.mode,
                     lr=tc.lr, epochs=tc.epochs, batch_size=tc.batch_size, warmup_ratio=tc.warmup_ratio,
                     weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, seed=tc.seed,
-                    max_steps=tc.max_steps, device=device)
+                    max_steps=tc.max_steps, device=device, precision=tc.precision, compile=tc.compile)
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:

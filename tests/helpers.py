@@ -14,9 +14,7 @@ def tiny_sweep(task="sentiment", preset="tiny-bert", size=120, technique=("finet
     doc = {"name": "s", "task": task, "technique": list(technique), "model": {"name": preset},
            "data": {"size": size, "split": [0.6, 0.2, 0.2]}, "train": {"max_length": 48, "batch_size": 8, **train},
            "eval": {"max_generate": 3, "max_rank": 3, "max_new_tokens": 4}, "params": params or {}}
-    if "pkd" in technique:
-        doc["params"].setdefault("pkd", {}).setdefault("teacher", "/tmp")
-    if {"imp", "dq"} & set(technique):
+    if {"imp", "dq", "pkd"} & set(technique):
         doc["source"] = {"sweep": "up"}
     return config.parse({"experiment": "t", "sweeps": [doc]}).sweeps[0]
 

@@ -148,6 +148,8 @@ TECHNIQUE_BAD = [
     ("source after", {"experiment": "t", "sweeps": [
         {"name": "dq", "task": "sentiment", "technique": ["dq"], "model": {"name": "tiny-bert"}, "source": {"sweep": "base"}},
         {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}}]}, "'base' must come before 'dq'"),
+    ("pkd teacher not a model", _sweep_doc(technique=["pkd"], params={"pkd": {"teacher": "/tmp"}}),
+     "params.pkd.teacher: Value error, teacher '/tmp' is neither runs:/<MLflow run id> nor a model folder"),
     ("best_per without per", _sweep_doc(technique=["dq"], source={"sweep": "x", "select": "best_per"}),
      "select 'best_per' needs `per`"),
 ]
@@ -163,11 +165,11 @@ def test_bad_technique_config_exits_2(tmp_path, capsys, name, doc, needle):
 
 
 def test_technique_params_reach_param_space():
-    doc = _sweep_doc(technique=["pkd"], params={"pkd": {"teacher": "/tmp", "beta": 7}},
+    doc = _sweep_doc(technique=["pkd"], params={"pkd": {"teacher": "runs:/0123abcd", "beta": 7}},
                      search_space={"pkd.alpha": {"grid_search": [0.2, 0.5]}, "lr": {"choice": [1e-3]}})
     sweep = config.parse(doc).sweeps[0]
     space = config.param_space(sweep)
     assert set(space["params"]["pkd"]) == {"alpha"} and set(space["train"]) == {"lr"}
     resolved = config.resolve_trial(sweep, {"train": {"lr": 1e-3}, "params": {"pkd": {"alpha": 0.2}}})
     p = config.technique_params(resolved, "pkd")
-    assert (p.alpha, p.beta, p.teacher, resolved.train.lr) == (0.2, 7, "/tmp", 1e-3)
+    assert (p.alpha, p.beta, p.teacher, resolved.train.lr) == (0.2, 7, "runs:/0123abcd", 1e-3)

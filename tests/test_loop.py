@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -119,3 +121,30 @@ def test_minilm_preset_is_pretrained():
     m2 = models.build_model("minilm", "AutoModelForSequenceClassification", tok, seed=1, labels=["neg", "pos"])
     # encoder weights come from the package (identical across seeds); only the new head differs
     assert torch.equal(m.bert.encoder.layer[0].attention.self.query.weight, m2.bert.encoder.layer[0].attention.self.query.weight)
+
+
+def test_bf16_autocast_trains(tmp_path):
+    sweep = _sweep("sentiment", "tiny-bert", 200, lr=2e-3)
+    loop, _ = _loop(sweep, tmp_path, epochs=2)
+    loop.dtype = torch.bfloat16  # what train.precision: bf16 sets
+    seen = []
+    loop.model.classifier.register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else None)
+    results = list(loop.fit())
+    assert seen and set(seen) == {torch.bfloat16}  # the training forward ran under bf16 autocast
+    assert all(math.isfinite(r.train_loss) for r in results)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_fp16_grad_scaler_on_gpu(tmp_path):
+    from squeeze.loop import Loop
+
+    sweep = _sweep("sentiment", "tiny-bert", 200, lr=2e-3)
+    p = prepare(sweep, tmp_path)
+    task = get_task("sentiment")
+    model = models.build_model("tiny-bert", task.auto_class, p.tokenizer, seed=0, labels=p.labels)
+    loop = Loop(model, hooks=[], train=p.features["train"], pad_id=p.pad_id, evaluate=lambda m: {"accuracy": 0.0},
+                primary="accuracy", mode="max", lr=2e-3, epochs=1, batch_size=16, warmup_ratio=0.1, weight_decay=0.0,
+                max_grad_norm=1.0, seed=0, device="cuda", precision="fp16")
+    assert loop.scaler is not None
+    assert math.isfinite(list(loop.fit())[0].train_loss)

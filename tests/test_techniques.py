@@ -282,3 +282,23 @@ def test_qat_fake_quant_in_embeddings_and_linear_then_int8(tmp_path):
     counts = quant.count_quantized(q)
     assert counts["quant/int8_linear"] > 0 and counts["quant/float_linear"] == 0 and counts["quant/int8_embedding"] == 3
     assert isinstance(q.bert.embeddings.word_embeddings, quant.Int8Embedding)
+
+
+def test_teacher_given_as_mlflow_run_is_downloaded(tmp_path, teacher_setup):
+    """params.pkd.teacher: runs:/<id> resolves to that run's model folder (through MLflow, no shared path)."""
+    from mlflow import MlflowClient
+
+    from squeeze import config, tracking
+    from squeeze.trial import _resolve_run_refs
+
+    sweep, prepared, base = teacher_setup
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.ensure_experiment(uri, "t")
+    run = MlflowClient(tracking_uri=uri).create_run(exp)
+    MlflowClient(tracking_uri=uri).log_artifacts(run.info.run_id, str(base / "teacher"), "model")
+    doc = {"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "technique": ["pkd"], "model": {"name": "tiny-bert"},
+                                          "params": {"pkd": {"teacher": f"runs:/{run.info.run_id}"}}}]}
+    cfg = _resolve_run_refs(config.parse(doc).sweeps[0], uri, str(tmp_path / "cache"))
+    folder = cfg.params["pkd"]["teacher"]
+    assert folder.endswith("/model") and serialize.read_format(folder)["auto_class"] == "AutoModelForSequenceClassification"
+    assert pkd.PKD(context(sweep, prepared, tmp_path / "cache", "pkd", teacher=folder)).teacher is not None

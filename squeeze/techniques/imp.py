@@ -104,20 +104,19 @@ class ImpPrune(_Masked):
         self.weights = prunable(model)
         self.masks = {k: torch.ones_like(w, dtype=torch.bool) for k, w in self.weights.items()}
         self.total = sum(w.numel() for w in self.weights.values())
+        self.target = round(self.p.sparsity * self.total)
+        self.n_pruned = 0  # kept on the host, updated at prune events: no device sync per step
         self.initial = {k: w.detach().clone() for k, w in self.weights.items()} if self.p.rewind else None
         self.events = []
         return model
 
-    def _pruned(self) -> int:
-        return self.total - sum(int(m.sum()) for m in self.masks.values())
-
     def prune_once(self, step: int, forced: bool = False) -> None:
-        target = round(self.p.sparsity * self.total)
-        remaining = self.total - self._pruned()
-        n = target - self._pruned() if forced else min(round(self.p.step_fraction * remaining), target - self._pruned())
+        remaining = self.total - self.n_pruned
+        n = self.target - self.n_pruned if forced else min(round(self.p.step_fraction * remaining), self.target - self.n_pruned)
         global_magnitude_masks(self.weights, self.masks, n)
         self._apply()
-        s = self._pruned() / self.total
+        self.n_pruned = self.total - sum(int(m.sum()) for m in self.masks.values())
+        s = self.n_pruned / self.total
         metrics = {"prune/sparsity": s}
         if self.ctx is not None:
             metrics.update({f"prune/{k}": v for k, v in self.ctx.evaluate(self.model).items()})
@@ -125,13 +124,13 @@ class ImpPrune(_Masked):
         self.events.append({"step": step, "forced": forced, **metrics})
 
     def after_step(self, step):
-        if self._pruned() < round(self.p.sparsity * self.total) and step % self.p.every == 0:
+        if self.n_pruned < self.target and step % self.p.every == 0:
             self.prune_once(step)
         else:
             self._apply()
 
     def finalize(self, model):
-        if self._pruned() < round(self.p.sparsity * self.total):
+        if self.n_pruned < self.target:
             self.prune_once(-1, forced=True)  # too few steps for the schedule: reach X at the end, flagged
         if self.initial is not None:
             with torch.no_grad():

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squeeze import models, serialize
 from squeeze.techniques.base import NoOp
@@ -37,6 +37,15 @@ class PKDParams(BaseModel):
     teacher: Optional[str] = Field(None, description="teacher folder; default: the sweep's source trial")
     teacher_cache: bool = True
     top_k: int = Field(64, ge=1, description="dialogue: teacher logits kept per position")
+
+    @field_validator("teacher")
+    @classmethod
+    def _usable(cls, v):
+        from pathlib import Path
+
+        if v is None or v.startswith("runs:/") or (Path(v) / serialize.FORMAT_FILE).is_file():
+            return v
+        raise ValueError(f"teacher {v!r} is neither runs:/<MLflow run id> nor a model folder saved by squeeze")
 
 
 def layer_list(model) -> torch.nn.ModuleList:
