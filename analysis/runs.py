@@ -13,8 +13,11 @@ import pandas as pd
 ID_COLUMNS = ["run_id", "sweep", "task", "technique", "model", "status", "lr", "seed"]
 
 
-def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: bool = True) -> pd.DataFrame:
     """One row per trial run (parent runs excluded).
+
+    With ``latest_only`` (the default) a stage that was run again (``--force``, changed settings)
+    counts only with its latest parent run, so a re-run supersedes instead of doubling the population.
 
     Columns: run_id, sweep, task, technique, model, status, every param (``lr``, ``seed`` and the
     other train fields without their ``train.`` prefix; the rest dotted), and every metric by
@@ -25,7 +28,7 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """
     import mlflow
 
-    from squeeze.tracking import TRIAL_TAG, default_uri
+    from squeeze.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, default_uri
 
     uri = tracking_uri or default_uri()
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -33,11 +36,20 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     if exp is None:
         raise ValueError(f"experiment {experiment!r} not found in {uri}")
     runs = client.search_runs([exp.experiment_id], f"tags.`{TRIAL_TAG}` != ''", max_results=50000)
+    if latest_only:
+        parents = client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1'", max_results=50000,
+                                     order_by=["attributes.start_time DESC"])
+        latest = {}
+        for p in parents:
+            latest.setdefault(p.data.tags.get(SWEEP_TAG), p.info.run_id)
+        keep = set(latest.values())
+        runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in keep or not parents]
     rows = []
     for r in runs:
         row = {"run_id": r.info.run_id, "status": r.info.status, "sweep": r.data.tags.get("squeeze.sweep"),
                "task": r.data.tags.get("task"), "technique": r.data.tags.get("technique"),
                "model": r.data.tags.get("model"), "trial_id": r.data.tags.get(TRIAL_TAG),
+               "parent_run_id": r.data.tags.get("mlflow.parentRunId"),
                "start_time": pd.to_datetime(r.info.start_time, unit="ms")}
         for k, v in r.data.params.items():
             row[k.removeprefix("train.")] = _number(v)

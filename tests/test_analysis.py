@@ -101,3 +101,26 @@ def test_every_plot_is_a_png(tmp_path):
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p
+
+
+def test_load_runs_keeps_the_latest_run_of_a_stage(tmp_path):
+    """A stage run again supersedes its earlier trials instead of doubling the population."""
+    import time
+
+    from analysis.runs import load_runs
+    from squeeze import tracking
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.ensure_experiment(uri, "again")
+    ids = []
+    for attempt in range(2):
+        parent = tracking.start_parent(uri, exp, "baseline", "x: 1", {"task": "sentiment"})
+        run = tracking.TrialRun(uri, exp, parent, f"t{attempt}", f"t{attempt}", {"task": "sentiment", "technique": "finetune",
+                                                                                tracking.SWEEP_TAG: "baseline"})
+        run.log_metrics({"val/accuracy": 0.5 + attempt / 10}, step=0)
+        run.finish()
+        ids.append(run.run_id)
+        time.sleep(0.01)
+    df = load_runs("again", uri)
+    assert list(df["run_id"]) == [ids[1]] and df["val/accuracy"].iloc[0] == 0.6
+    assert len(load_runs("again", uri, latest_only=False)) == 2
