@@ -96,9 +96,18 @@ def test_killed_driver_resumes_only_unfinished_trials(workdir):
             if finished_before and any(r.info.status == "RUNNING" for r in runs):
                 break
     assert finished_before, (workdir / "first.log").read_text()[-3000:]
+    import psutil
+
+    # the driver and the local Ray it started (GCS, raylet, workers); `ray stop` would also kill
+    # every other Ray on this machine
+    doomed = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True, env=env)
     done = subprocess.run([sys.executable, "-m", "squeeze.cli", "sweep", f, "--resume"], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
