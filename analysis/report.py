@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from analysis import plots, tables
 from analysis.recommend import recommend
 from analysis.runs import load_prune_histories, load_runs
@@ -74,7 +72,3 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
 def print_table4(out: Path) -> None:
     for f in sorted(Path(out).glob("table4_*.md")):
         print(f"\n{f.stem.removeprefix('table4_')}\n{f.read_text()}")
-
-
-def table4_frame(out: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(out) / "table4.csv")

@@ -188,7 +188,6 @@ def test_zeros_stay_zero_through_finetuning(tmp_path):
     zeros = {k: (v == 0).clone() for k, v in w.items()}
     ctx = context(sweep, prepared, tmp_path, "imp")
     hook = imp.Imp(ctx)
-    task = get_task("sentiment")
     loop = Loop(model, hooks=[hook], train=prepared.features["train"], pad_id=prepared.pad_id,
                 evaluate=lambda m: {"accuracy": 0.5}, primary="accuracy", mode="max", lr=1e-2, epochs=2, batch_size=8,
                 warmup_ratio=0.0, weight_decay=0.01, max_grad_norm=1.0, seed=0)
