@@ -51,9 +51,9 @@ class LmTask:
 
     def encode(self, examples, tokenizer, labels, max_length):
         mlm = tokenizer.mask_token_id is not None
-        stream = [t for ex in examples for t in tokenizer(ex["text"], add_special_tokens=False)["input_ids"]]
-        if tokenizer.eos_token_id is not None and not mlm:
-            stream = [t for ex in examples for t in tokenizer(ex["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]]
+        sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None and not mlm else []
+        ids = tokenizer([ex["text"] for ex in examples], add_special_tokens=False)["input_ids"]
+        stream = [t for row in ids for t in row + sep]  # tokenized once, in one batched call
         body = max_length - 2 if mlm else max_length
         rng = random.Random(len(stream))
         out = []
