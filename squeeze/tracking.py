@@ -156,6 +156,15 @@ class TrialRun:
             _retry(lambda: _log_metrics(self.client, self.run_id, self._new(metrics, step), step), "log_metrics", attempts)
             self.pending.pop(0)
 
+    def log_series(self, key: str, points: list[tuple[int, float]]) -> None:
+        """A step series (the power trace) in batches, not one request per point."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(v), now, int(step)) for step, v in points]
+        for i in range(0, len(batch), 900):
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=batch[i:i + 900], synchronous=True), "log_series")
+
     def log_artifacts(self, directory: str | Path, artifact_path: str) -> None:
         _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path), "log_artifacts")
 

@@ -202,8 +202,7 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
         eval_meter.stop()
         costs, cost_tags = _costs(meter, eval_meter, cfg)
         tracker.set_tags(cost_tags)
-        for second, watts in meter.trace():
-            tracker.log_metrics({"power/gpu_w": watts}, step=second)
+        tracker.log_series("power/gpu_w", meter.trace())
         cls = auto_class(task, prepared.tokenizer)
         conv1d = any(h.conv1d_to_linear for h in hooks)
         final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}, **costs}

@@ -167,3 +167,18 @@ def test_sizes_of_real_saved_models(tmp_path):
     assert int8["size/memory_mb"] < 0.4 * dense["size/memory_mb"]
     assert serialize.disk_bytes(tmp_path / "int8") < 0.4 * serialize.disk_bytes(tmp_path / "fp32")
     assert dense["size/memory_mb"] * 2**20 == pytest.approx(serialize.disk_bytes(tmp_path / "fp32"), rel=0.05)
+
+
+def test_power_trace_is_logged_as_a_step_metric(tmp_path):
+    from squeeze import tracking
+
+    nvml = FakeNvml(power_mw={0: [120_000]}, counter=False)
+    meter = telemetry.EnergyMeter(power_interval_s=0.01, gpu_ids=["0"], nvml=nvml, rapl_root=str(tmp_path)).start()
+    time.sleep(0.05)
+    meter.stop()
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.ensure_experiment(uri, "trace")
+    run = tracking.TrialRun(uri, exp, tracking.start_parent(uri, exp, "s", "x: 1", {}), "t", "t", {})
+    run.log_series("power/gpu_w", meter.trace())
+    history = tracking._client(uri).get_metric_history(run.run_id, "power/gpu_w")
+    assert len(history) == len(meter.trace()) >= 3 and all(m.value == 120.0 for m in history)
