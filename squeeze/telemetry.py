@@ -210,8 +210,8 @@ class EnergyMeter:
         return m, tags
 
     def trace(self) -> list[tuple[int, float]]:
-        """(seconds since start, watts) for the step metric ``power/gpu_w``."""
-        return [(int(round(t - self.t0)), p * self.gpu_share) for t, p in self.samples]
+        """(milliseconds since start, watts) for the step metric ``power/gpu_w`` (distinct steps at any interval)."""
+        return [(int(round((t - self.t0) * 1000)), p * self.gpu_share) for t, p in self.samples]
 
 
 def with_co2(metrics: dict[str, float], intensity: float, pue: float, prefix: str = "") -> dict[str, float]:
