@@ -16,11 +16,10 @@ GRID_NOTE = ("**Note.** These trials come from a grid search. The EVP estimators
 
 
 def _from_grid(experiment: str, uri: str | None) -> bool:
-    import mlflow
-
     from squeeze.tracking import PARENT_TAG, default_uri
+    from squeeze.tracking import mlflow_client
 
-    client = mlflow.MlflowClient(tracking_uri=uri or default_uri())
+    client = mlflow_client(uri or default_uri())
     exp = client.get_experiment_by_name(experiment)
     return bool(client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`squeeze.search` = 'grid'",
                                    max_results=1))

@@ -26,12 +26,11 @@ def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: boo
     Raises:
         ValueError: when the experiment does not exist.
     """
-    import mlflow
-
     from squeeze.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, default_uri
+    from squeeze.tracking import mlflow_client
 
     uri = tracking_uri or default_uri()
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ValueError(f"experiment {experiment!r} not found in {uri}")
@@ -86,12 +85,10 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 def load_prune_histories(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """Per prune event of every IMP prune trial: X, Y, step, reached sparsity and perplexity (Figure 2)."""
-    import mlflow
-
-    from squeeze.tracking import default_uri
+    from squeeze.tracking import default_uri, mlflow_client
 
     uri = tracking_uri or default_uri()
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     runs = load_runs(experiment, uri)
     rows = []
     for _, r in runs[runs["technique"] == "imp-prune"].iterrows():

@@ -102,7 +102,10 @@ def ui_command(args) -> list[str]:
 
 
 def _ui(args) -> int:
+    from squeeze.tracking import mlflow_client
+
     cmd = ui_command(args)
+    mlflow_client(cmd[5])  # create or migrate a local store under its lock, not racing a sweep that starts
     print(f"MLflow UI on http://{args.host}:{args.port}  (store: {cmd[5]})", flush=True)
     os.execv(sys.executable, cmd)
     return 0  # not reached

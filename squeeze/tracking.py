@@ -31,10 +31,30 @@ def default_uri(cwd: str | Path | None = None) -> str:
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
 
 
-def _client(uri: str):
+_OPENED: set[str] = set()
+
+
+def mlflow_client(uri: str):
+    """An ``MlflowClient`` for ``uri``; a local SQLite store is created or migrated by one process at a time.
+
+    MLflow creates and migrates a fresh SQLite store on first use. Two processes doing that at once (a
+    sweep starting while ``squeeze ls`` or a notebook polls the same file) leave a half-migrated schema
+    (``table _alembic_tmp_... already exists``) that breaks every later open, so the first open in each
+    process holds an exclusive lock on ``<db>.lock``.
+    """
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if not uri.startswith("sqlite:///") or uri in _OPENED:
+        return MlflowClient(tracking_uri=uri)
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # MlflowClient() opens (creates, migrates) the store
+        c = MlflowClient(tracking_uri=uri)
+    _OPENED.add(uri)
+    return c
 
 
 def _retry(fn: Callable[[], Any], what: str, attempts: int = 6, delay: float = 0.5) -> Any:
@@ -67,7 +87,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
     """Get or create the experiment; a local store gets an absolute artifact location."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -79,14 +99,14 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None)
 
 def start_parent(uri: str, experiment_id: str, sweep: str, config_text: str, tags: dict[str, str]) -> str:
     """Create the parent run of a sweep, holding the resolved YAML as an artifact."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     run = client.create_run(experiment_id, run_name=sweep, tags={PARENT_TAG: "1", SWEEP_TAG: sweep, **tags})
     client.log_text(run.info.run_id, config_text, "config/resolved.yaml")
     return run.info.run_id
 
 
 def finish_parent(uri: str, run_id: str, metrics: dict[str, float], tags: dict[str, str], failed: bool) -> None:
-    client = _client(uri)
+    client = mlflow_client(uri)
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
     _log_metrics(client, run_id, metrics, step=0)
@@ -103,7 +123,7 @@ def _log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> N
 
 
 def find_trial_run(uri: str, experiment_id: str, parent_id: str, trial_id: str):
-    runs = _client(uri).search_runs([experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{NESTED}` = '{parent_id}'")
+    runs = mlflow_client(uri).search_runs([experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{NESTED}` = '{parent_id}'")
     return runs[0] if runs else None
 
 
@@ -111,7 +131,7 @@ class TrialRun:
     """The MLflow child run of one Ray trial (created once, found again on resume)."""
 
     def __init__(self, uri: str, experiment_id: str, parent_id: str, trial_id: str, name: str, tags: dict[str, str]):
-        self.uri, self.client, self.pending = uri, _client(uri), []
+        self.uri, self.client, self.pending = uri, mlflow_client(uri), []
         self.resumed, self.seen = False, {}
         existing = _retry(lambda: find_trial_run(uri, experiment_id, parent_id, trial_id), "search")
         if existing is not None:
@@ -194,7 +214,7 @@ def mark_unfinished_failed(uri: str, experiment_id: str, parent_id: str, trial_i
     """Driver side: a trial died without closing its run (node lost, OOM kill)."""
     run = find_trial_run(uri, experiment_id, parent_id, trial_id)
     if run is not None and run.info.status == "RUNNING":
-        client = _client(uri)
+        client = mlflow_client(uri)
         client.set_tag(run.info.run_id, "squeeze.error", reason[:5000])
         client.set_terminated(run.info.run_id, "FAILED")
 
@@ -221,7 +241,7 @@ def completed_parent(uri: str, experiment_id: str, sweep: str, sweep_hash: str) 
     query = (f"tags.`{PARENT_TAG}` = '1' and tags.`{SWEEP_TAG}` = '{sweep}' and "
              f"tags.`squeeze.sweep_hash` = '{sweep_hash}' and attributes.status = 'FINISHED' "
              f"and tags.`squeeze.failed_trials` = '0'")
-    return bool(_client(uri).search_runs([experiment_id], query, max_results=1))
+    return bool(mlflow_client(uri).search_runs([experiment_id], query, max_results=1))
 
 
 def source_runs(uri: str, experiment_id: str, sweep: str, *, select: str, per: str | None, metric: str, mode: str) -> list[str]:
@@ -232,7 +252,7 @@ def source_runs(uri: str, experiment_id: str, sweep: str, *, select: str, per: s
     Raises:
         TrackingError: when the sweep has no finished trial in the experiment.
     """
-    client = _client(uri)
+    client = mlflow_client(uri)
     parents = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`{SWEEP_TAG}` = '{sweep}'",
                                  order_by=["attributes.start_time DESC"])
     runs = []
@@ -281,7 +301,7 @@ def log_study_totals(uri: str, experiment_id: str, name: str, totals) -> str:
     ``totals(rows, prefix)`` sums the costs (squeeze.sweep.cost_totals); the prune stage's share shows
     what leaving it out would hide (the paper found up to +342%).
     """
-    client = _client(uri)
+    client = mlflow_client(uri)
     trials = client.search_runs([experiment_id], f"tags.`{TRIAL_TAG}` != '' and attributes.status = 'FINISHED'",
                                 max_results=50000)
     rows = [r.data.metrics for r in trials]
@@ -300,7 +320,7 @@ def log_study_totals(uri: str, experiment_id: str, name: str, totals) -> str:
 
 def log_report(uri: str, experiment: str, directory: str | Path) -> str:
     """Attach a report folder to the experiment's study run (created if the study never ran)."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name(experiment)
     found = client.search_runs([exp.experiment_id], "tags.`squeeze.study` = '1'", max_results=1)
     run_id = found[0].info.run_id if found else client.create_run(

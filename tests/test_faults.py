@@ -33,9 +33,9 @@ def _study(workdir, name, *, seeds=(0, 1), epochs=3, fail=None, **extra):
 
 
 def _children(workdir, experiment):
-    from mlflow import MlflowClient
+    from squeeze.tracking import mlflow_client
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    client = mlflow_client(f"sqlite:///{workdir / 'mlflow.db'}")  # polls a store the driver may be creating
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''")
     return client, runs
@@ -158,12 +158,28 @@ def test_metrics_survive_a_tracking_server_outage(tmp_path, monkeypatch):
         assert len(run.pending) == 3
         server = start()
         run.finish()
-        history = tracking._client(uri).get_metric_history(run.run_id, "val/a")
+        history = tracking.mlflow_client(uri).get_metric_history(run.run_id, "val/a")
         assert sorted(m.step for m in history) == [0, 1, 2, 3]  # 4 sent, 4 stored: none lost
-        assert tracking._client(uri).get_run(run.run_id).info.status == "FINISHED"
+        assert tracking.mlflow_client(uri).get_run(run.run_id).info.status == "FINISHED"
     finally:
         server.terminate()
         server.wait()
+
+
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path):
+    """MLflow migrates a fresh SQLite store on first open; unserialised, concurrent opens leave it half-migrated
+    (``table _alembic_tmp_... already exists``), which is how a sweep and a poller broke each other."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = ("import sys; from squeeze.tracking import mlflow_client; "
+            "c = mlflow_client(sys.argv[1]); c.create_experiment(sys.argv[2]); print('opened')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, f"e{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(4)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(o[-1500:] for o in outs)
+    from squeeze.tracking import mlflow_client
+
+    names = {e.name for e in mlflow_client(uri).search_experiments()}
+    assert {"e0", "e1", "e2", "e3"} <= names
 
 
 def test_ui_binds_localhost_by_default():

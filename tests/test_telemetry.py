@@ -180,5 +180,5 @@ def test_power_trace_is_logged_as_a_step_metric(tmp_path):
     exp = tracking.ensure_experiment(uri, "trace")
     run = tracking.TrialRun(uri, exp, tracking.start_parent(uri, exp, "s", "x: 1", {}), "t", "t", {})
     run.log_series("power/gpu_w", meter.trace())
-    history = tracking._client(uri).get_metric_history(run.run_id, "power/gpu_w")
+    history = tracking.mlflow_client(uri).get_metric_history(run.run_id, "power/gpu_w")
     assert len(history) == len(meter.trace()) >= 3 and all(m.value == 120.0 for m in history)
