@@ -1,4 +1,4 @@
-"""Sweep YAML -> validated config, and Ray sampler syntax -> ``param_space``.
+"""Sweep YAML -> validated config (the search space is checked by ``squeeze.search_space``).
 
 The YAML is the single source of hyperparameters. It is validated here, once, before
 Ray starts; every error names the field, the bad value and what is allowed.
@@ -25,8 +25,16 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from squeeze import search_space
 from squeeze.registry import TASKS, TECHNIQUES
 
 
@@ -38,21 +46,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# Ray Tune sampler names -> number of positional arguments they take (None: a list of values).
-SAMPLERS: dict[str, Optional[tuple[int, ...]]] = {
-    "grid_search": None,
-    "choice": None,
-    "uniform": (2,),
-    "quniform": (3,),
-    "loguniform": (2, 3),
-    "qloguniform": (3, 4),
-    "randn": (2,),
-    "qrandn": (3,),
-    "randint": (2,),
-    "qrandint": (3,),
-    "lograndint": (2, 3),
-    "qlograndint": (3, 4),
-}
 
 PRESETS = ("tiny-bert", "tiny-gpt2", "minilm")
 DATA_FORMATS = ("csv", "jsonl", "conll", "parlai", "text")
@@ -258,9 +251,9 @@ class SweepCfg(_Strict):
         for name, values in self.params.items():
             if name not in self.technique:
                 raise ValueError(f"params.{name}: technique {name!r} is not in this sweep's technique list {self.technique}")
-            _technique_params(name, values, f"params.{name}")
+            search_space.technique_params_of(name, values, f"params.{name}")
         for key, spec in self.search_space.items():
-            _check_space_entry(key, spec, self)
+            search_space.check_entry(key, spec, self)
         for t in self.technique:
             if t in NEEDS_SOURCE and self.source is None:
                 raise ValueError(f"technique {t!r} needs `source: {{sweep: ...}}`: {NEEDS_SOURCE[t]}")
@@ -294,58 +287,6 @@ class RunCfg(_Strict):
             if s.source and s.source.sweep in names and names.index(s.source.sweep) >= i:
                 raise ValueError(f"sweeps.{i}.source.sweep: {s.source.sweep!r} must come before {s.name!r} in the file")
         return self
-
-
-def _technique_params(name: str, values: dict, where: str):
-    from squeeze.registry import get_technique_class
-
-    try:
-        return get_technique_class(name).Params.model_validate(values)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        field = ".".join(map(str, e["loc"]))
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        raise ValueError(f"{where}.{field}: {msg}") from None
-
-
-def _check_space_entry(key: str, spec: Any, sweep: "SweepCfg") -> None:
-    if key == "max_length":
-        raise ValueError("search_space.max_length: not tunable (data is tokenized once per sweep); make it a separate sweep")
-    tech, _, field = key.partition(".")
-    if field:
-        if tech not in sweep.technique:
-            raise ValueError(f"search_space.{key}: technique {tech!r} is not in this sweep's technique list {sweep.technique}")
-    elif key not in TrainCfg.model_fields:
-        raise ValueError(f"search_space.{key}: not a tunable field; allowed: {', '.join(TrainCfg.model_fields)}, "
-                         "or <technique>.<param>")
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise ValueError(f"search_space.{key}: expected one sampler like {{grid_search: [...]}}; allowed: {', '.join(SAMPLERS)}")
-    (sampler, args), = spec.items()
-    if sampler not in SAMPLERS:
-        raise ValueError(f"search_space.{key}: unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    if not isinstance(args, list) or not args:
-        raise ValueError(f"search_space.{key}.{sampler}: expected a non-empty list, got {args!r}")
-    arity = SAMPLERS[sampler]
-    if arity is None:
-        values = args
-    else:
-        if len(args) not in arity:
-            raise ValueError(f"search_space.{key}.{sampler}: takes {' or '.join(map(str, arity))} arguments, got {len(args)}")
-        if not args[0] < args[1]:
-            raise ValueError(f"search_space.{key}.{sampler}: lower bound {args[0]} must be below upper {args[1]}")
-        values = args[:2] if not sampler.endswith("randn") else []
-    for value in values:
-        if field:
-            try:
-                _technique_params(tech, {**sweep.params.get(tech, {}), field: value}, f"search_space.{tech}")
-            except ValueError as exc:
-                raise ValueError(f"{exc} (value {value!r} of {sampler})") from None
-            continue
-        try:
-            TrainCfg.model_validate({**sweep.train.model_dump(), key: value})
-        except ValidationError as exc:
-            msg = exc.errors()[0]["msg"]
-            raise ValueError(f"search_space.{key}.{sampler}: value {value!r} is invalid: {msg}") from None
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -431,36 +372,3 @@ def load(path: str | os.PathLike, overrides: list[str] | None = None) -> RunCfg:
     if isinstance(raw, dict):
         raw = apply_overrides(raw, overrides or [])
     return parse(raw, str(path))
-
-
-def param_space(sweep: SweepCfg) -> dict[str, Any]:
-    """Translate the YAML search space into Ray Tune's ``param_space``.
-
-    ``lr`` goes to ``{"train": {"lr": ...}}``, ``pkd.alpha`` to ``{"params": {"pkd": {"alpha": ...}}}``.
-    """
-    from ray import tune
-
-    space: dict[str, Any] = {"train": {}, "params": {}}
-    for key, spec in sweep.search_space.items():
-        (sampler, args), = spec.items()
-        value = getattr(tune, sampler)(list(args)) if SAMPLERS[sampler] is None else getattr(tune, sampler)(*args)
-        tech, _, field = key.partition(".")
-        if field:
-            space["params"].setdefault(tech, {})[field] = value
-        else:
-            space["train"][key] = value
-    return space
-
-
-def resolve_trial(sweep: SweepCfg, sampled: dict[str, Any]) -> SweepCfg:
-    """The sweep with one trial's sampled values filled in (validated again)."""
-    sampled = sampled or {}
-    train = TrainCfg.model_validate({**sweep.train.model_dump(), **(sampled.get("train") or {})})
-    params = {t: {**sweep.params.get(t, {}), **(sampled.get("params") or {}).get(t, {})} for t in sweep.technique}
-    params = {t: v for t, v in params.items() if v}
-    return sweep.model_copy(update={"train": train, "params": params})
-
-
-def technique_params(sweep: SweepCfg, name: str):
-    """The validated Params object of one technique of a (resolved) sweep."""
-    return _technique_params(name, sweep.params.get(name, {}), f"params.{name}")

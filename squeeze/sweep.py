@@ -18,9 +18,10 @@ import pandas as pd
 import yaml
 
 from squeeze import tracking
-from squeeze.config import ConfigError, RunCfg, SweepCfg, param_space
+from squeeze.config import ConfigError, RunCfg, SweepCfg
 from squeeze.prepare import Prepared, prepare
 from squeeze.registry import get_task
+from squeeze.search_space import param_space
 
 log = logging.getLogger(__name__)
 

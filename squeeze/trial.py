@@ -17,10 +17,11 @@ from pathlib import Path
 import yaml
 
 from squeeze import checkpoint, measure, models, serialize, telemetry, tracking
-from squeeze.config import SweepCfg, resolve_trial, technique_params
+from squeeze.config import SweepCfg
 from squeeze.loop import Loop, seed_everything
 from squeeze.prepare import Prepared
 from squeeze.registry import get_task, get_technique_class
+from squeeze.search_space import resolve_trial, technique_params
 from squeeze.techniques.base import TechniqueContext
 
 

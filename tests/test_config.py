@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from squeeze import cli, config
+from squeeze import cli, config, search_space
 
 GOOD = {"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},
                                        "data": {"size": 60}, "search_space": {"lr": {"grid_search": [1e-3, 3e-4]}}}]}
@@ -103,11 +103,11 @@ def test_param_space_uses_ray_samplers():
 
     sweep = config.parse({**GOOD, "sweeps": [{**GOOD["sweeps"][0], "search_space": {
         "lr": {"loguniform": [1e-5, 1e-3]}, "seed": {"grid_search": [0, 1]}, "batch_size": {"choice": [8, 16]}}}]}).sweeps[0]
-    space = config.param_space(sweep)["train"]
+    space = search_space.param_space(sweep)["train"]
     assert space["seed"] == tune.grid_search([0, 1])
     assert isinstance(space["lr"], tune.search.sample.Float) and space["lr"].lower == 1e-5
     assert isinstance(space["batch_size"], tune.search.sample.Categorical)
-    assert config.resolve_trial(sweep, {"train": {"lr": 2e-4, "seed": 1}}).train.lr == 2e-4
+    assert search_space.resolve_trial(sweep, {"train": {"lr": 2e-4, "seed": 1}}).train.lr == 2e-4
 
 
 def test_every_sweep_file_validates():
@@ -168,8 +168,8 @@ def test_technique_params_reach_param_space():
     doc = _sweep_doc(technique=["pkd"], params={"pkd": {"teacher": "runs:/0123abcd", "beta": 7}},
                      search_space={"pkd.alpha": {"grid_search": [0.2, 0.5]}, "lr": {"choice": [1e-3]}})
     sweep = config.parse(doc).sweeps[0]
-    space = config.param_space(sweep)
+    space = search_space.param_space(sweep)
     assert set(space["params"]["pkd"]) == {"alpha"} and set(space["train"]) == {"lr"}
-    resolved = config.resolve_trial(sweep, {"train": {"lr": 1e-3}, "params": {"pkd": {"alpha": 0.2}}})
-    p = config.technique_params(resolved, "pkd")
+    resolved = search_space.resolve_trial(sweep, {"train": {"lr": 1e-3}, "params": {"pkd": {"alpha": 0.2}}})
+    p = search_space.technique_params(resolved, "pkd")
     assert (p.alpha, p.beta, p.teacher, resolved.train.lr) == (0.2, 7, "runs:/0123abcd", 1e-3)
