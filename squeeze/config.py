@@ -112,8 +112,12 @@ class DataCfg(_Strict):
     source: Literal["synthetic", "files", "hub"] = "synthetic"
     size: int = Field(600, ge=10, description="synthetic: pooled examples before splitting")
     seed: int = Field(0, ge=0, description="seed of generation and splitting")
-    format: Optional[Literal["csv", "jsonl", "conll", "parlai", "text"]] = None
+    format: Optional[Literal["csv", "jsonl", "lines", "conll", "parlai", "dailydialog", "text"]] = None
     files: list[str] = Field(default_factory=list, description="pooled, then split by `split`")
+    labels: list[str] = Field(default_factory=list, description="format lines: the label of each file in `files` "
+                                                                "(default: its extension, rt-polarity.pos -> pos)")
+    distractors: int = Field(19, ge=0, description="dialogue files without candidates (DailyDialog): other "
+                                                   "dialogues' replies added to the gold one for Hits@k; 0: none")
     train: Optional[str] = None
     dev: Optional[str] = None
     test: Optional[str] = None
@@ -150,6 +154,11 @@ class DataCfg(_Strict):
         if self.source == "files":
             if not self.files and len(named) != 3:
                 raise ValueError("source 'files' needs `files: [...]` (pooled) or all of train, dev and test")
+        if self.format == "lines" and (named or not self.files):
+            raise ValueError("format 'lines' reads one file per label: give `files: [...]` (pooled, then split), "
+                             "not train/dev/test")
+        if self.labels and len(self.labels) != len(self.files):
+            raise ValueError(f"labels: one per file in `files` ({len(self.files)}), got {len(self.labels)}")
         if self.source == "hub" and not self.name:
             raise ValueError("source 'hub' needs `name` (a dataset id on the Hugging Face hub)")
         return self

@@ -140,3 +140,78 @@ def test_hub_source_offline_gives_clear_error():
     cfg = DataCfg(source="hub", name="squeeze-test/does-not-exist")
     with pytest.raises(DataError, match="squeeze-test/does-not-exist: could not load from the Hugging Face hub"):
         load_splits("sentiment", cfg)
+
+
+def test_lines_one_file_per_label(tmp_path):
+    """Rotten Tomatoes layout: rt-polarity.pos / rt-polarity.neg, label from the extension or declared."""
+    (tmp_path / "rt.pos").write_text("a fine film .\n\nwarm and witty .\n")
+    (tmp_path / "rt.neg").write_text("a dull mess .\n")
+    cfg = DataCfg(source="files", format="lines", files=[str(tmp_path / "rt.pos"), str(tmp_path / "rt.neg")],
+                  split=[0.34, 0.33, 0.33])
+    pool = [ex for part in load_splits("sentiment", cfg).splits.values() for ex in part]
+    assert sorted((ex["label"], ex["text"]) for ex in pool) == [
+        ("neg", "a dull mess ."), ("pos", "a fine film ."), ("pos", "warm and witty .")]
+    named = cfg.model_copy(update={"labels": ["good", "bad"]})
+    assert {ex["label"] for part in load_splits("sentiment", named).splits.values() for ex in part} == {"good", "bad"}
+    (tmp_path / "noext").write_text("text\n")
+    with pytest.raises(DataError, match="noext.*needs a label per file"):
+        load_splits("sentiment", DataCfg(source="files", format="lines", files=[str(tmp_path / "noext")] * 2))
+    with pytest.raises(DataError, match=r"rt.pos.*cannot tell the format from the extension '.pos'.*lines"):
+        load_splits("sentiment", DataCfg(source="files", files=[str(tmp_path / "rt.pos")]))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"train": "rt.pos", "dev": "rt.pos", "test": "rt.pos"}, "format 'lines' reads one file per label"),
+    ({"files": ["rt.pos"], "labels": ["a", "b"]}, "labels: one per file"),
+])
+def test_lines_config_errors(tmp_path, monkeypatch, bad, match):
+    from squeeze import config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rt.pos").write_text("x\n")
+    with pytest.raises(config.ConfigError, match=match):
+        config.parse({"experiment": "e", "sweeps": [{"name": "a", "task": "sentiment", "model": {"name": "tiny-bert"},
+                                                     "data": {"source": "files", "format": "lines", **bad}}]})
+
+
+def _dailydialog(path, n=12):
+    lines = [f"hello friend {d} . __eou__ how are you {d} ? __eou__ fine thanks {d} . __eou__ see you {d} . __eou__"
+             for d in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_dailydialog_turns_and_seeded_candidates(tmp_path):
+    f = _dailydialog(tmp_path / "dialogues_text.txt")
+    cfg = DataCfg(source="files", files=[str(f)], split=[0.5, 0.25, 0.25])  # format detected from __eou__
+    examples = [ex for part in load_splits("dialogue", cfg).splits.values() for ex in part]
+    assert len(examples) == 12 * 3 and all(ex["persona"] == [] for ex in examples)
+    ex = next(e for e in examples if e["reply"] == "fine thanks 3 .")
+    assert ex["history"] == ["hello friend 3 .", "how are you 3 ?"]
+    for e in examples:
+        assert len(e["candidates"]) == 20 and e["reply"] in e["candidates"] and len(set(e["candidates"])) == 20
+        own = f" {e['reply'].split()[-2]} "  # the dialogue's number: distractors come from other dialogues
+        assert sum(own in f" {c} " for c in e["candidates"]) == 1
+    again = [ex for part in load_splits("dialogue", cfg).splits.values() for ex in part]
+    assert again == examples  # seeded
+    none = cfg.model_copy(update={"distractors": 0})
+    assert all(ex["candidates"] == [] for part in load_splits("dialogue", none).splits.values() for ex in part)
+    (tmp_path / "short.txt").write_text("only one utterance __eou__\n")
+    with pytest.raises(DataError, match=r"short.txt:1: a dialogue needs at least two utterances"):
+        load_splits("dialogue", DataCfg(source="files", files=[str(tmp_path / "short.txt")], format="dailydialog"))
+
+
+def test_dailydialog_feeds_hits_at_k(tmp_path):
+    """The drawn candidates reach the dialogue task's ranking: Hits@1/5/10 are reported."""
+    from helpers import prepared_for, tiny_model, tiny_sweep
+
+    sweep = tiny_sweep("dialogue", "tiny-gpt2")
+    f = _dailydialog(tmp_path / "dd.txt", n=40)
+    sweep = sweep.model_copy(update={"data": DataCfg(source="files", files=[str(f)], split=[0.6, 0.2, 0.2])})
+    prepared = prepared_for(sweep, tmp_path / "cache")
+    from squeeze.registry import get_task
+
+    m, _ = get_task("dialogue").evaluate(tiny_model(sweep, prepared), prepared.features["dev"], prepared.examples["dev"],
+                                         tokenizer=prepared.tokenizer, labels=prepared.labels, batch_size=8, device="cpu",
+                                         eval_cfg=sweep.eval, final=True)
+    assert {"hits_at_1", "hits_at_5", "hits_at_10"} <= set(m) and 0 <= m["hits_at_1"] <= m["hits_at_5"] <= m["hits_at_10"]

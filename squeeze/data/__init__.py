@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from squeeze.data import synthetic
+from squeeze.data import dailydialog
 from squeeze.data.conll import read_conll
 from squeeze.data.errors import DataError
+from squeeze.data.lines import label_of, read_lines
 from squeeze.data.parlai import read_parlai
 from squeeze.data.tabular import read_csv, read_jsonl
 from squeeze.data.text import read_text
@@ -21,7 +23,8 @@ from squeeze.data.text import read_text
 SPLITS = ("train", "dev", "test")
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text", ".tokens": "text",
               ".conll": "conll", ".testa": "conll", ".testb": "conll", ".train": "conll"}
-TASK_FORMATS = {"sentiment": ("csv", "jsonl"), "ner": ("conll",), "dialogue": ("parlai",), "lm": ("text",)}
+TASK_FORMATS = {"sentiment": ("csv", "jsonl", "lines"), "ner": ("conll",), "dialogue": ("parlai", "dailydialog"),
+                "lm": ("text",)}
 
 
 @dataclass
@@ -35,17 +38,22 @@ class DataBundle:
 
 
 def _format(task: str, path: str, declared: str | None) -> str:
-    fmt = declared or ("parlai" if task == "dialogue" else EXTENSIONS.get(Path(path).suffix.lower()))
+    if declared is None and task == "dialogue":
+        declared = "dailydialog" if dailydialog.looks_like(path) else "parlai"
+    fmt = declared or EXTENSIONS.get(Path(path).suffix.lower())
     if fmt is None:
         fmt = {"ner": "conll", "lm": "text"}.get(task)
     allowed = TASK_FORMATS[task]
+    if fmt is None:
+        raise DataError(path, f"cannot tell the format from the extension {Path(path).suffix!r}; set data.format "
+                              f"(allowed for {task}: {', '.join(allowed)})")
     if fmt not in allowed:
         raise DataError(path, f"format {fmt!r} cannot feed task {task!r}; allowed: {', '.join(allowed)} (set data.format)")
     return fmt
 
 
-def read_file(task: str, path: str, data) -> list[dict]:
-    """Read one local file in the format declared or inferred from its extension."""
+def read_file(task: str, path: str, data, label: str | None = None) -> list[dict]:
+    """Read one local file in the format declared or inferred from its extension (or, for dialogue, its text)."""
     path = os.path.expandvars(path)
     if not Path(path).is_file():
         raise DataError(path, "no such data file")
@@ -56,8 +64,12 @@ def read_file(task: str, path: str, data) -> list[dict]:
         return read_jsonl(path, data.text_column, data.label_column)
     if fmt == "conll":
         return read_conll(path, data.tag_column, data.scheme)
+    if fmt == "lines":
+        return read_lines(path, label_of(path, label))
     if fmt == "parlai":
         return read_parlai(path)
+    if fmt == "dailydialog":
+        return dailydialog.read_dailydialog(path, data.distractors, data.seed)
     return read_text(path)
 
 
@@ -92,7 +104,8 @@ def load_splits(task: str, data) -> DataBundle:
         pool = synthetic.GENERATORS[task](data.size, data.seed)
         bundle = DataBundle(f"synthetic-{task}", split_pool(pool, data.split, data.seed))
     elif data.source == "files" and data.files:
-        pool = [ex for p in data.files for ex in read_file(task, p, data)]
+        labels = data.labels or [None] * len(data.files)
+        pool = [ex for p, label in zip(data.files, labels) for ex in read_file(task, p, data, label)]
         bundle = DataBundle(",".join(data.files), split_pool(pool, data.split, data.seed))
     elif data.source == "files":
         bundle = DataBundle(data.train, {s: read_file(task, getattr(data, s), data) for s in SPLITS})

@@ -1,0 +1,29 @@
+"""Texts one per line, one file per label (Rotten Tomatoes ``rt-polarity.pos`` / ``.neg``), for sentiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from squeeze.data.errors import DataError
+
+
+def label_of(path: str | Path, declared: str | None = None) -> str:
+    """The file's label: the one declared, else its extension (``rt-polarity.pos`` -> ``pos``)."""
+    label = declared or Path(path).suffix.lstrip(".")
+    if not label:
+        raise DataError(path, "format 'lines' needs a label per file: give data.labels, or name the file "
+                              "<name>.<label> (e.g. rt-polarity.pos)")
+    return label
+
+
+def read_lines(path: str | Path, label: str) -> list[dict]:
+    """Non-empty lines as ``{"text", "label"}`` examples, all with ``label``."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start} (re-encode it, e.g. from cp1252)") from None
+    rows = [{"text": line.strip(), "label": label} for line in lines if line.strip()]
+    if not rows:
+        raise DataError(path, "no text")
+    return rows
