@@ -83,11 +83,14 @@ def bench_train(prepared, reps: int) -> dict:
     feats = prepared.features["train"]
     rows = [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"], "labels": f["labels"]} for f in feats]
     ratios, pads, ours_sps, hf_sps = [], [], [], []
-    for _ in range(reps):
+
+    def squeeze_epoch():
         loop = _loop(prepared, _model(prepared))
         t0 = time.perf_counter()
         _, pad, n = loop.train_epoch(0)
-        ours = n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), pad
+
+    def hf_epoch():
         with tempfile.TemporaryDirectory() as tmp:
             args = transformers.TrainingArguments(
                 output_dir=tmp, per_device_train_batch_size=16, num_train_epochs=1, learning_rate=5e-5,
@@ -98,7 +101,15 @@ def bench_train(prepared, reps: int) -> dict:
                                            data_collator=transformers.DataCollatorWithPadding(prepared.tokenizer))
             t0 = time.perf_counter()
             trainer.train()
-            hf = len(rows) / (time.perf_counter() - t0)
+            return len(rows) / (time.perf_counter() - t0)
+
+    for i in range(reps):  # the order alternates, so a drift of the machine's speed favours neither
+        if i % 2 == 0:
+            ours, pad = squeeze_epoch()
+            hf = hf_epoch()
+        else:
+            hf = hf_epoch()
+            ours, pad = squeeze_epoch()
         ratios.append(ours / hf)
         pads.append(pad)
         ours_sps.append(ours)
@@ -106,7 +117,8 @@ def bench_train(prepared, reps: int) -> dict:
     return {"train_vs_hf_trainer": summary(ratios, squeeze_samples_per_s=statistics.median(ours_sps),
                                            hf_samples_per_s=statistics.median(hf_sps),
                                            note="HF Trainer with train_sampling_strategy='group_by_length' (transformers 5's "
-                                                "name for group_by_length=True) and DataCollatorWithPadding"),
+                                                "name for group_by_length=True), DataCollatorWithPadding and its default "
+                                                "optimizer (adamw_torch_fused); one epoch each, order alternating"),
             "padding_fraction": summary(pads, note="share of pad tokens in squeeze's training batches, same data")}
 
 
@@ -180,11 +192,33 @@ def bench_pkd(prepared, cache: Path, reps: int) -> dict:
     return {"pkd_cache_speedup": summary(ratios, first_trial_with_cache_build_s=build, student_layers=3)}
 
 
+class _SoftNvml:
+    """Stands in for ``pynvml`` when this machine has no NVIDIA GPU, so the metered arm runs the whole
+    GPU path (handles, energy counters, the 5 s sampling thread, the trace) instead of skipping it.
+    The hardware boundary only: each call returns a constant, as fast as the driver call would be or faster."""
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return ("h", i)
+
+    def nvmlDeviceGetUUID(self, handle):
+        return f"GPU-soft-{handle[1]}"
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 100_000
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        return int(time.monotonic() * 100_000)
+
+
 def bench_meter(prepared, reps: int) -> dict:
     """Trial time with the energy meter / without - 1, on interleaved short tiny-model epochs.
 
-    The A/B difference is at the noise floor of CPU timing, so the meter's own calls are also timed
-    directly (start + stop + metrics, as a trial makes them) and reported as ``direct``.
+    The arms alternate ABBA after two warm-up epochs, and the ratio is taken between the medians of
+    the metered and the bare epochs, which keeps one slow epoch (a VM hiccup) from deciding it. The
+    meter's own calls (start + stop + metrics, as a trial makes them) are also timed directly.
     """
     from squeeze import config, models, telemetry
     from squeeze.prepare import prepare
@@ -193,6 +227,8 @@ def bench_meter(prepared, reps: int) -> dict:
                                                          "data": {"size": 2400}, "train": {"max_length": 64}}]}).sweeps[0]
     with tempfile.TemporaryDirectory() as tmp:
         tiny = prepare(sweep, tmp)
+    real_gpu = torch.cuda.is_available()
+    meter_kw = {} if real_gpu else {"nvml": _SoftNvml(), "gpu_ids": ["0"]}
 
     def epoch(metered: bool) -> tuple[float, float]:
         model = models.build_model("tiny-bert", "AutoModelForSequenceClassification", tiny.tokenizer, seed=0, labels=tiny.labels)
@@ -201,63 +237,88 @@ def bench_meter(prepared, reps: int) -> dict:
         meter_s = 0.0
         if metered:
             m0 = time.perf_counter()
-            meter = telemetry.EnergyMeter(power_interval_s=5.0).start()
+            meter = telemetry.EnergyMeter(power_interval_s=5.0, **meter_kw).start()
             meter_s += time.perf_counter() - m0
         loop.train_epoch(0)
         if metered:
             m0 = time.perf_counter()
             meter.stop()
             meter.metrics()
+            meter.trace()
             meter_s += time.perf_counter() - m0
         return time.perf_counter() - t0, meter_s
 
-    epoch(False)  # warm-up
-    ab, direct = [], []
-    for _ in range(max(reps, 4)):
-        bare, _ = epoch(False)
-        metered, own = epoch(True)
-        bare2, _ = epoch(False)
-        ab.append(metered / ((bare + bare2) / 2) - 1)
-        direct.append(own / metered)
-    gpu, rapl = torch.cuda.is_available(), bool(telemetry.rapl_domains())
-    note = "NVML and RAPL present" if gpu and rapl else (
-        "no NVML GPU and no readable RAPL here: only the meter's bookkeeping runs; the A/B value is timing noise "
-        "around 0; `direct` times the meter's own calls")
-    return {"energy_meter_overhead": summary(ab, direct_median=statistics.median(direct), note=note)}
+    epoch(False), epoch(True)  # warm-up
+    bare, metered, direct = [], [], []
+    for i in range(max(2 * reps, 8)):
+        for arm in ((False, True) if i % 2 == 0 else (True, False)):
+            t, own = epoch(arm)
+            (metered if arm else bare).append(t)
+            if arm:
+                direct.append(own / t)
+    pairs = [m / b - 1 for m, b in zip(metered, bare)]
+    ratio = statistics.median(metered) / statistics.median(bare) - 1
+    rapl = bool(telemetry.rapl_domains())
+    note = (("NVML (real GPU)" if real_gpu else "no NVIDIA GPU: the metered arm runs the GPU path against a software "
+             "stand-in for pynvml (constant readings)") + ("; RAPL read" if rapl else "; no readable RAPL")
+            + ". median = median(metered epochs) / median(bare epochs) - 1; `values` are the ABBA pairs; "
+              "`direct` = the meter's own calls / epoch time")
+    return {"energy_meter_overhead": {**summary(pairs), "median": ratio, "direct_median": statistics.median(direct),
+                                      "epoch_s": statistics.median(bare), "epochs_per_arm": len(bare), "note": note}}
 
 
-def bench_sweep() -> dict:
-    """8 equal short trials on 2 CPUs through squeeze sweep; Ray start-up timed on its own."""
+def _sweep_once(cfg, experiment: str) -> dict:
+    """Time one ``squeeze sweep`` (data already prepared); per-trial spans from the trials' MLflow runs."""
+    from squeeze import sweep
+    from squeeze.tracking import default_uri, mlflow_client
+
+    cfg = cfg.model_copy(update={"experiment": experiment})
+    t0 = time.time()
+    outcome = sweep.run(cfg)[0]
+    wall = time.time() - t0
+    client = mlflow_client(default_uri())
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''")
+    ray_s = dict(zip(outcome.table["trial"], outcome.table["time_total_s"]))  # Ray's time per trial, setup to return
+    first = min(r.info.end_time / 1000 - ray_s[r.data.tags["squeeze.trial_id"]] for r in runs) - t0
+    trial_total = float(sum(ray_s.values()))
+    return {"wall": wall, "trial_total": trial_total, "first_trial_s": first, "trials": len(runs),
+            "errors": outcome.errors, "eff": trial_total / 2 / wall, "steady": trial_total / 2 / (wall - first)}
+
+
+def bench_sweep(reps: int = 2) -> dict:
+    """8 equal short trials on 2 CPUs through squeeze sweep; Ray start-up and the one-time creation
+    of the MLflow store timed on their own."""
     import ray
 
     from squeeze import config, sweep
+    from squeeze.tracking import default_uri, mlflow_client
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         t0 = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
         startup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mlflow_client(default_uri()).search_experiments(max_results=1)  # a new SQLite store: created and migrated once
+        store = time.perf_counter() - t0
         cfg = config.parse({"experiment": "bench", "max_concurrent_trials": 2, "sweeps": [{
             "name": "eff", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 1200},
             "train": {"epochs": 6, "batch_size": 16, "max_length": 64}, "measure": {"latency": False},
             "search_space": {"seed": {"grid_search": list(range(8))}}}]})
         sweep.run(cfg, dry_run=True)  # data prepared outside the timed window (as once per sweep)
-        t0 = time.perf_counter()
-        outcome = sweep.run(cfg)[0]
-        wall = time.perf_counter() - t0
-        from analysis.runs import load_runs
-
-        df = load_runs("bench")
-        busy = float(df["time/train_s"].sum() + df["time/eval_s"].sum())
+        runs = [_sweep_once(cfg, f"bench-{i}") for i in range(reps)]
         ray.shutdown()
         os.chdir(ROOT)
-    trial_total = float(outcome.table["time_total_s"].sum())  # Ray's per-trial wall time
-    eff = trial_total / 2 / wall
-    return {"sweep_efficiency": summary([eff], ray_startup_s=startup, wall_s=wall, trial_time_s=trial_total, trials=len(df),
-                                        errors=outcome.errors, in_trial_train_eval_share=busy / trial_total,
-                                        note="(sum of Ray trial times / 2 CPUs) / wall time of tuner.fit; Ray start-up "
-                                             "and data preparation outside; in_trial_train_eval_share = training and "
-                                             "evaluation inside the trials / trial time (the rest: MLflow, checkpoints, export)")}
+    med = statistics.median
+    return {"sweep_efficiency": summary(
+        [r["eff"] for r in runs], ray_startup_s=startup, store_create_s=store, wall_s=med([r["wall"] for r in runs]),
+        trial_time_s=med([r["trial_total"] for r in runs]), trials=runs[0]["trials"], errors=sum(r["errors"] for r in runs),
+        sweep_start_s=med([r["first_trial_s"] for r in runs]), steady_state=med([r["steady"] for r in runs]),
+        note="(sum of Ray trial times / 2 CPUs) / wall time of `squeeze sweep`, data prepared and MLflow store created "
+             "before; sweep_start_s = from the sweep's start to the first trial's start (parent run, Tuner, trial actors "
+             "started with torch and transformers imported: paid once per sweep, as Tune starts new actors for "
+             "each Tuner); steady_state = the same ratio from the first trial's start on")}
 
 
 def machine() -> dict:
@@ -271,7 +332,18 @@ def machine() -> dict:
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
             "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "ray": ray.__version__, "mlflow": mlflow.__version__}
+            "ray": ray.__version__, "mlflow": mlflow.__version__, "cpu_isa": _cpu_isa(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _cpu_isa() -> list[str]:
+    """The vector and int8 instruction sets int8 and fp32 speed depend on (DQ's speed-up above all)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return [f for f in wanted if f in flags]
 
 
 def verdicts(results: dict) -> dict:
@@ -283,7 +355,8 @@ def verdicts(results: dict) -> dict:
 
 
 def readme_table(doc: dict) -> str:
-    lines = [f"Measured on {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['threads']} threads, "
+    isa = doc["machine"].get("torch_cpu_capability", "ISA not recorded")
+    lines = [f"Measured on {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {isa}, {doc['machine']['threads']} threads, "
              f"GPU: {doc['machine']['gpu']}), {doc['date']}, data: {doc['data']}; `{doc['file']}`.", "",
              "| measure | median | min..max | goal | met |", "|---|---|---|---|---|"]
     for key, r in doc["results"].items():
