@@ -73,6 +73,8 @@ class TrainCfg(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (fp16 adds a GradScaler on CUDA)")
     compile: bool = Field(False, description="torch.compile the model before training")
     num_threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per CPU given to the trial)")
+    num_workers: int = Field(-1, ge=-1, description="DataLoader processes collating batches (-1: 2 on CUDA, "
+                                                    "0 on CPU, where they would take cores from training)")
 
 
 class ModelCfg(_Strict):

@@ -7,6 +7,7 @@ Data order is a pure function of (seed, epoch), so a resumed trial sees the same
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -69,10 +70,11 @@ class Loop:
     def __init__(self, model, *, hooks, train: list[dict], pad_id: int, evaluate: Callable[[torch.nn.Module], dict],
                  primary: str, mode: str, lr: float, epochs: int, batch_size: int, warmup_ratio: float,
                  weight_decay: float, max_grad_norm: float, seed: int, max_steps: int = 0, device="cpu",
-                 precision: str = "fp32", compile: bool = False):
+                 precision: str = "fp32", compile: bool = False, num_workers: int = -1):
         self.hooks, self.train, self.pad_id, self.evaluate = list(hooks), train, pad_id, evaluate
         self.primary, self.mode, self.epochs, self.batch_size = primary, mode, epochs, batch_size
         self.max_grad_norm, self.seed, self.device = max_grad_norm, seed, torch.device(device)
+        self.num_workers = (2 if self.device.type == "cuda" else 0) if num_workers < 0 else num_workers
         for hook in self.hooks:
             model = hook.prepare(model)
         self.model = model.to(self.device)
@@ -124,20 +126,32 @@ class Loop:
             hook.after_step(self.state.step)
         return loss.detach()
 
+    def _batches(self, epoch: int) -> Iterator[tuple[list[int], dict]]:
+        """(indices, padded batch) in the epoch's length-grouped order; collated by DataLoader workers when
+        ``num_workers`` > 0, into pinned memory on CUDA so the host-to-device copies overlap compute."""
+        order = length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch)
+        pin = self.device.type == "cuda"
+        if self.num_workers == 0:
+            for idx in order:
+                batch = collate([self.train[i] for i in idx], self.pad_id)
+                yield idx, ({k: v.pin_memory() for k, v in batch.items()} if pin else batch)
+            return
+        loader = torch.utils.data.DataLoader(_Indexed(self.train), batch_sampler=order, num_workers=self.num_workers,
+                                             collate_fn=functools.partial(_collate_indexed, pad_id=self.pad_id),
+                                             pin_memory=pin, generator=torch.Generator().manual_seed(epoch))
+        # (its own generator: the workers' seeds are not drawn from the global RNG, so dropout masks match num_workers=0)
+        yield from loader
+
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
         """One pass over the data; returns (mean loss, padding fraction, samples seen)."""
         self.model.train()
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks depend on (seed, epoch): exact resume
         loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no host sync per step
         n_batches = padded = real = samples = 0
-        for idx in length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch):
+        for idx, batch in self._batches(epoch):
             if self.state.step >= self.total_steps:
                 break
-            feats = [self.train[i] for i in idx]
-            batch = collate(feats, self.pad_id)
-            if self.device.type == "cuda":
-                batch = {k: v.pin_memory() for k, v in batch.items()}  # async host-to-device copies
-            real += sum(len(f["input_ids"]) for f in feats)
+            real += sum(self.lengths[i] for i in idx)
             padded += batch["input_ids"].numel()
             loss_sum += self._step(to_device(batch, self.device), idx)
             n_batches += 1
@@ -176,6 +190,21 @@ class Loop:
         for hook in self.hooks:
             self.model = hook.finalize(self.model)
         return self.model
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, features):
+        self.features = features
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return i, self.features[i]
+
+
+def _collate_indexed(items, pad_id: int):
+    return [i for i, _ in items], collate([f for _, f in items], pad_id)
 
 
 def _adamw(groups: list[dict], lr: float, device: torch.device) -> torch.optim.AdamW:

@@ -177,7 +177,8 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
                     evaluate=lambda m: evaluate(m)[0], primary=task.primary_metric, mode=task.mode,
                     lr=tc.lr, epochs=tc.epochs, batch_size=tc.batch_size, warmup_ratio=tc.warmup_ratio,
                     weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, seed=tc.seed,
-                    max_steps=tc.max_steps, device=device, precision=tc.precision, compile=tc.compile)
+                    max_steps=tc.max_steps, device=device, precision=tc.precision, compile=tc.compile,
+                    num_workers=tc.num_workers)
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:

@@ -20,7 +20,7 @@ def _sweep(task, preset, size, **train):
         "eval": {"max_generate": 10, "max_rank": 30, "max_new_tokens": 10}}]}).sweeps[0]
 
 
-def _loop(sweep, cache, epochs):
+def _loop(sweep, cache, epochs, **kw):
     torch.set_num_threads(2)
     p = prepare(sweep, cache)
     task = get_task(sweep.task)
@@ -33,7 +33,7 @@ def _loop(sweep, cache, epochs):
 
     loop = Loop(model, hooks=[], train=p.features["train"], pad_id=p.pad_id, evaluate=lambda m: evaluate(m)[0],
                 primary=task.primary_metric, mode=task.mode, lr=sweep.train.lr, epochs=epochs, batch_size=16,
-                warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0)
+                warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0, **kw)
     return loop, evaluate
 
 
@@ -89,6 +89,18 @@ def test_checkpoint_resume_is_exact(tmp_path):
     checkpoint.load(b, tmp_path / "ck")
     assert b.state.epoch == 1
     list(b.fit())
+    for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.allclose(v, w, atol=1e-6), k
+
+
+def test_dataloader_workers_give_the_same_training(tmp_path):
+    """Batches collated in 2 DataLoader processes: same order, same padding, same dropout, same weights."""
+    sweep = _sweep("sentiment", "tiny-bert", 200, lr=1e-3)
+    a, _ = _loop(sweep, tmp_path, epochs=1, num_workers=0)
+    b, _ = _loop(sweep, tmp_path, epochs=1, num_workers=2)
+    assert b.num_workers == 2
+    ra, rb = a.train_epoch(0), b.train_epoch(0)
+    assert ra[1:] == rb[1:] and ra[0] == pytest.approx(rb[0], rel=1e-6)  # padding fraction and samples exactly
     for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.allclose(v, w, atol=1e-6), k
 
