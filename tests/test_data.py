@@ -199,6 +199,9 @@ def test_dailydialog_turns_and_seeded_candidates(tmp_path):
     (tmp_path / "short.txt").write_text("only one utterance __eou__\n")
     with pytest.raises(DataError, match=r"short.txt:1: a dialogue needs at least two utterances"):
         load_splits("dialogue", DataCfg(source="files", files=[str(tmp_path / "short.txt")], format="dailydialog"))
+    _dailydialog(tmp_path / "one.txt", n=1)
+    with pytest.raises(DataError, match=r"one.txt: distractor replies come from other dialogues.*distractors: 0"):
+        load_splits("dialogue", DataCfg(source="files", files=[str(tmp_path / "one.txt")], split=[0.5, 0.25, 0.25]))
 
 
 def test_dailydialog_feeds_hits_at_k(tmp_path):
