@@ -126,21 +126,14 @@ class Loop:
             hook.after_step(self.state.step)
         return loss.detach()
 
-    def _batches(self, epoch: int) -> Iterator[tuple[list[int], dict]]:
-        """(indices, padded batch) in the epoch's length-grouped order; collated by DataLoader workers when
-        ``num_workers`` > 0, into pinned memory on CUDA so the host-to-device copies overlap compute."""
-        order = length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch)
-        pin = self.device.type == "cuda"
-        if self.num_workers == 0:
-            for idx in order:
-                batch = collate([self.train[i] for i in idx], self.pad_id)
-                yield idx, ({k: v.pin_memory() for k, v in batch.items()} if pin else batch)
-            return
-        loader = torch.utils.data.DataLoader(_Indexed(self.train), batch_sampler=order, num_workers=self.num_workers,
-                                             collate_fn=functools.partial(_collate_indexed, pad_id=self.pad_id),
-                                             pin_memory=pin, generator=torch.Generator().manual_seed(epoch))
-        # (its own generator: the workers' seeds are not drawn from the global RNG, so dropout masks match num_workers=0)
-        yield from loader
+    def _batches(self, epoch: int) -> torch.utils.data.DataLoader:
+        """(indices, padded batch) in the epoch's length-grouped order, collated in ``num_workers`` processes
+        (0: in this one), into pinned memory on CUDA so the host-to-device copies overlap compute. The loader
+        has its own generator: no seed drawn from the global RNG, so dropout masks do not depend on num_workers."""
+        return torch.utils.data.DataLoader(
+            _Indexed(self.train), batch_sampler=length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch),
+            num_workers=self.num_workers, collate_fn=functools.partial(_collate_indexed, pad_id=self.pad_id),
+            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(epoch))
 
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
         """One pass over the data; returns (mean loss, padding fraction, samples seen)."""

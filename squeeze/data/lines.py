@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from squeeze.data.errors import DataError
+from squeeze.data.text import read_text
 
 
 def label_of(path: str | Path, declared: str | None = None) -> str:
@@ -18,12 +19,4 @@ def label_of(path: str | Path, declared: str | None = None) -> str:
 
 def read_lines(path: str | Path, label: str) -> list[dict]:
     """Non-empty lines as ``{"text", "label"}`` examples, all with ``label``."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start} (re-encode it, e.g. from cp1252)") from None
-    rows = [{"text": line.strip(), "label": label} for line in lines if line.strip()]
-    if not rows:
-        raise DataError(path, "no text")
-    return rows
+    return [{"text": row["text"], "label": label} for row in read_text(path)]

@@ -13,7 +13,7 @@ def read_text(path: str | Path) -> list[dict]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+        raise DataError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start} (re-encode it, e.g. from cp1252)") from None
     rows = [{"text": line.strip()} for line in lines if line.strip()]
     if not rows:
         raise DataError(path, "no text")
