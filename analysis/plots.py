@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.evp import expected_max_curve  # noqa: E402
-from analysis.tables import METRICS, primary  # noqa: E402
+from analysis.tables import primary, report_tasks  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -24,7 +24,7 @@ def _save(fig, path: Path) -> Path:
 
 def evp_curves(df: pd.DataFrame, task: str, out: Path, budget: str = "time/train_s") -> Path:
     """Figure 3a: EVP of the primary validation metric per technique, against trials and against budget."""
-    name, mode = primary(task)
+    name, mode = primary(df, task)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for tech, g in df[(df["task"] == task) & (df["status"] == "FINISHED")].groupby("technique"):
         scores = g[f"val/{name}"].to_numpy(dtype=float)
@@ -45,7 +45,7 @@ def evp_curves(df: pd.DataFrame, task: str, out: Path, budget: str = "time/train
 
 def imp_curve(df: pd.DataFrame, task: str, out: Path) -> Path:
     """Figure 3b: test metric of IMP (and DQ+IMP) against sparsity X, baseline as a line."""
-    name, _ = primary(task)
+    name, _ = primary(df, task)
     fig, ax = plt.subplots(figsize=(6, 4))
     rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
     for tech in ("imp", "dq+imp"):
@@ -54,7 +54,7 @@ def imp_curve(df: pd.DataFrame, task: str, out: Path) -> Path:
             ax.plot(g.index * 100, g["max"], marker="o", label=f"{tech} (best)")
     base = rows[rows["technique"] == "baseline"][f"test/{name}"]
     if len(base):
-        ax.axhline(base.max() if primary(task)[1] == "max" else base.min(), color="grey", ls="--", label="baseline")
+        ax.axhline(base.max() if primary(df, task)[1] == "max" else base.min(), color="grey", ls="--", label="baseline")
     ax.set(xlabel="sparsity X (%)", ylabel=f"test {name}", title=f"{task}: IMP")
     ax.legend(fontsize=8)
     return _save(fig, out / f"imp_{task}.png")
@@ -86,7 +86,7 @@ def pareto_front(points: pd.DataFrame, cost: str, metric: str, mode: str) -> pd.
 
 def pareto(df: pd.DataFrame, task: str, cost: str, out: Path) -> Path:
     """Test metric of every trial against a cost, the Pareto front drawn through the best."""
-    name, mode = primary(task)
+    name, mode = primary(df, task)
     metric = f"test/{name}"
     fig, ax = plt.subplots(figsize=(6, 4))
     rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
@@ -106,7 +106,7 @@ def pareto(df: pd.DataFrame, task: str, cost: str, out: Path) -> Path:
 def all_plots(df: pd.DataFrame, out: Path, prune_hist: pd.DataFrame | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for task in sorted(set(df["task"].dropna()) & set(METRICS)):
+    for task in report_tasks(df):
         paths += [evp_curves(df, task, out), imp_curve(df, task, out)]
         paths += [pareto(df, task, c, out) for c in ("size/disk_mb", "latency/cpu_ms_per_example", "co2/kg")]
     if prune_hist is not None and len(prune_hist):

@@ -26,7 +26,7 @@ def recommend(df: pd.DataFrame, task: str, *, max_size_mb: float | None = None, 
     Raises:
         ValueError: when the task has no finished trials or no baseline to measure the drop against.
     """
-    name, mode = primary(task)
+    name, mode = primary(df, task)
     best = best_trials(df[df["task"] == task])
     if best.empty:
         raise ValueError(f"no finished trials for task {task!r}")

@@ -53,7 +53,7 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
     lines += [
               "## Costs", "", tables.render(parts["costs"], "markdown"), "",
               "## Table 3: settings", "", tables.render(parts["table3"], "markdown"), "", "## Recommendation", ""]
-    for task in sorted(set(df["task"].dropna()) & set(tables.METRICS)):
+    for task in tables.report_tasks(df):
         try:
             rec = recommend(df, task, max_drop_pct=1.0)
         except ValueError as exc:

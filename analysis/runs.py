@@ -53,7 +53,8 @@ def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: boo
         for k, v in r.data.params.items():
             row[k.removeprefix("train.")] = _number(v)
         row.update(r.data.metrics)
-        row.update({k: v for k, v in r.data.tags.items() if k.startswith(("energy/", "latency/", "squeeze.error"))})
+        row.update({k: v for k, v in r.data.tags.items()
+                    if k.startswith(("energy/", "latency/", "squeeze.error", "squeeze.metrics", "squeeze.pretraining"))})
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:

@@ -4,10 +4,15 @@ Table 4: per task x technique, the test metrics of the best-validation trial, th
 against the baseline (arrows give the raw direction), the best compression technique per metric
 marked with ``*`` (direction-aware: lower perplexity and TER are better), and EVP at n = N of
 the primary validation metric. Every table renders as Markdown, LaTeX or CSV.
+
+A task's metrics and their directions come from its runs (the ``squeeze.metrics`` tag every trial
+carries) or, for older runs, from squeeze's task registry; a task known to neither is an error,
+never left out of a table.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -15,17 +20,54 @@ import pandas as pd
 
 from analysis.evp import expected_max
 
-METRICS = {
-    "sentiment": [("accuracy", "max"), ("precision", "max"), ("recall", "max"), ("f1", "max")],
-    "ner": [("f1", "max"), ("precision", "max"), ("recall", "max"), ("token_accuracy", "max")],
-    "dialogue": [("ppl", "min"), ("hits_at_1", "max"), ("hits_at_5", "max"), ("hits_at_10", "max"),
-                 ("bleu", "max"), ("ter", "min"), ("bertscore_f1", "max")],
-}
 ORDER = ["baseline", "pkd", "imp", "dq", "dq+imp", "qat"]
+METRICS_TAG, PRETRAINING_TAG = "squeeze.metrics", "squeeze.pretraining"
 
 
-def primary(task: str) -> tuple[str, str]:
-    return METRICS[task][0]
+def _registry(task: str):
+    from squeeze.registry import get_task
+
+    try:
+        return get_task(task)
+    except KeyError:
+        return None
+
+
+def task_metrics(df: pd.DataFrame, task: str) -> dict[str, str]:
+    """``{metric: "max" | "min"}`` of a task, the primary first.
+
+    Raises:
+        ValueError: when neither the runs nor the registry say what the task's metrics are.
+    """
+    tagged = df.loc[df["task"] == task, METRICS_TAG].dropna() if METRICS_TAG in df else pd.Series(dtype=object)
+    if len(tagged):
+        return json.loads(tagged.iloc[0])
+    known = _registry(task)
+    if known is None:
+        raise ValueError(f"task {task!r}: its runs carry no {METRICS_TAG} tag and squeeze's task registry does not "
+                         "know it, so its metric directions are unknown")
+    return dict(known.metrics)
+
+
+def primary(df: pd.DataFrame, task: str) -> tuple[str, str]:
+    """(name, mode) of the task's primary metric."""
+    return next(iter(task_metrics(df, task).items()))
+
+
+def report_tasks(df: pd.DataFrame) -> list[str]:
+    """The downstream tasks in ``df`` (a pre-training task, the IMP prune stage, has no Table 4 row).
+
+    Raises:
+        ValueError: for a task whose metrics are unknown (see ``task_metrics``).
+    """
+    out = []
+    for task in sorted(df["task"].dropna().unique()):
+        rows = df.loc[df["task"] == task, PRETRAINING_TAG].dropna() if PRETRAINING_TAG in df else pd.Series(dtype=object)
+        pretraining = str(rows.iloc[0]) == "1" if len(rows) else getattr(_registry(task), "pretraining", False)
+        task_metrics(df, task)
+        if not pretraining:
+            out.append(task)
+    return out
 
 
 def _order(t: str) -> int:
@@ -35,8 +77,8 @@ def _order(t: str) -> int:
 def best_trials(df: pd.DataFrame) -> pd.DataFrame:
     """The best-validation FINISHED trial of each task x technique (prune-stage trials excluded)."""
     rows = []
-    for (task, tech), g in df[df["task"].isin(METRICS) & (df["status"] == "FINISHED")].groupby(["task", "technique"]):
-        name, mode = primary(task)
+    for (task, tech), g in df[df["task"].isin(report_tasks(df)) & (df["status"] == "FINISHED")].groupby(["task", "technique"]):
+        name, mode = primary(df, task)
         g = g.dropna(subset=[f"val/{name}"])
         if len(g):
             rows.append(g.loc[g[f"val/{name}"].idxmax() if mode == "max" else g[f"val/{name}"].idxmin()])
@@ -49,13 +91,13 @@ def table4(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for task, g in best.groupby("task"):
         base = g[g["technique"] == "baseline"]
-        name, mode = primary(task)
+        name, mode = primary(df, task)
         for _, row in g.iterrows():
             trials = df[(df["task"] == task) & (df["technique"] == row["technique"])]
             scores = trials[f"val/{name}"].to_numpy(dtype=float)
             n = int(np.sum(~np.isnan(scores)))
             evp = expected_max(scores, n, mode=mode) if n else float("nan")
-            for metric, _ in METRICS[task]:
+            for metric in task_metrics(df, task):
                 col = f"test/{metric}"
                 if col not in g or pd.isna(row.get(col)):
                     continue
@@ -68,13 +110,13 @@ def table4(df: pd.DataFrame) -> pd.DataFrame:
     t = pd.DataFrame(out, columns=["task", "technique", "metric", "value", "delta_pct", "arrow", "evp", "N", "run_id"])
     t["best"] = False
     for (task, metric), g in t[t["technique"] != "baseline"].groupby(["task", "metric"]):
-        mode = dict(METRICS[task])[metric]
+        mode = task_metrics(df, task)[metric]
         top = g["value"].max() if mode == "max" else g["value"].min()
         t.loc[g.index[g["value"] == top], "best"] = True  # ties share the mark
     return t.sort_values(["task", "technique"], key=lambda s: s.map(_order) if s.name == "technique" else s, ignore_index=True)
 
 
-def table4_wide(t: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
+def table4_wide(t: pd.DataFrame, task: str | None = None, df: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per task x technique; cells ``value (+d% ↑)``, ``*`` on the best compression technique.
 
     With ``task``, only that task's rows and metric columns (the readable form, one table per task).
@@ -96,7 +138,8 @@ def table4_wide(t: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
     wide["N"] = evp["N"]
     wide = wide.reset_index()
     wide["_o"] = wide["technique"].map(_order)
-    cols = ["task", "technique"] + [m for tk in METRICS for m, _ in METRICS[tk] if m in wide.columns]
+    order = list(dict.fromkeys(t["metric"]))  # table4 lists each task's metrics in their declared order
+    cols = ["task", "technique"] + [m for m in order if m in wide.columns]
     cols = list(dict.fromkeys(cols)) + ["EVP (val, n=N)", "N"]
     return wide.sort_values(["task", "_o"])[cols].fillna("")
 

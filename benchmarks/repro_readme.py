@@ -26,7 +26,7 @@ def task_table(df: pd.DataFrame, task: str) -> str:
     t = tables.table4(df)
     t = t[t["task"] == task]
     best = tables.best_trials(df[df["task"] == task]).set_index("technique")
-    metrics = [m for m, _ in tables.METRICS[task] if m in set(t["metric"])]
+    metrics = [m for m in tables.task_metrics(df, task) if m in set(t["metric"])]
     rows = []
     for tech in [x for x in tables.ORDER if x in set(t["technique"])]:
         cells = []

@@ -49,33 +49,43 @@ def _data_cfg(n_train: int):
     return {"source": "synthetic", "size": 4 * n_train, "limit_train": n_train, "limit_eval": 64}, "synthetic-sentiment (IMDB folder absent)"
 
 
-def _prepared(n_train: int, max_length: int, cache: Path):
+TRAIN = {"lr": 5e-5, "batch_size": 16, "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0, "seed": 0,
+         "num_threads": THREADS, "epochs": 1}
+
+
+def _sweep(data: dict, model: str = "minilm", max_length: int = 128, **fields):
     from squeeze import config
+
+    return config.parse({"experiment": "bench", "sweeps": [{
+        "name": "b", "task": "sentiment", "model": {"name": model}, "data": data,
+        "train": {**TRAIN, "max_length": max_length, **fields.pop("train", {})}, **fields}]}).sweeps[0]
+
+
+def _prepared(n_train: int, max_length: int, cache: Path):
     from squeeze.prepare import prepare
 
     data, name = _data_cfg(n_train)
-    sweep = config.parse({"experiment": "bench", "sweeps": [{"name": "b", "task": "sentiment", "model": {"name": "minilm"},
-                                                             "data": data, "train": {"max_length": max_length}}]}).sweeps[0]
+    sweep = _sweep(data, max_length=max_length)
     return sweep, prepare(sweep, cache), name
 
 
 def _model(prepared, layers: int | None = None):
-    from squeeze import models
-    from squeeze.techniques.pkd import truncate
+    from squeeze import families, models
 
     m = models.build_model("minilm", "AutoModelForSequenceClassification", prepared.tokenizer, seed=0, labels=prepared.labels)
-    return truncate(m, layers) if layers else m
+    return families.truncate(m, layers) if layers else m
 
 
-def _loop(prepared, model, hooks=(), epochs=1):
-    from squeeze.loop import Loop
+def _recipe(sweep, prepared, cache, **train):
+    """The trial's own recipe (squeeze.recipe), as a sweep runs it: the loop, hooks and model it builds."""
+    from squeeze.recipe import Recipe
 
-    return Loop(model, hooks=list(hooks), train=prepared.features["train"], pad_id=prepared.pad_id,
-                evaluate=lambda m: {"accuracy": 0.0}, primary="accuracy", mode="max", lr=5e-5, epochs=epochs,
-                batch_size=16, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0)
+    if train:
+        sweep = sweep.model_copy(update={"train": sweep.train.model_copy(update=train)})
+    return Recipe(sweep, prepared, cache_dir=cache)
 
 
-def bench_train(prepared, reps: int) -> dict:
+def bench_train(sweep, prepared, cache: Path, reps: int) -> dict:
     """squeeze's loop vs HF Trainer (DataCollatorWithPadding, length-grouped sampler): samples/s."""
     import datasets
     import transformers
@@ -85,7 +95,7 @@ def bench_train(prepared, reps: int) -> dict:
     ratios, pads, ours_sps, hf_sps = [], [], [], []
 
     def squeeze_epoch():
-        loop = _loop(prepared, _model(prepared))
+        loop = _recipe(sweep, prepared, cache).loop
         t0 = time.perf_counter()
         _, pad, n = loop.train_epoch(0)
         return n / (time.perf_counter() - t0), pad
@@ -166,23 +176,17 @@ def bench_sizes(prepared) -> dict:
     return out
 
 
-def bench_pkd(prepared, cache: Path, reps: int) -> dict:
+def bench_pkd(sweep, prepared, cache: Path, reps: int) -> dict:
     from squeeze import serialize
-    from squeeze.registry import get_task
-    from squeeze.techniques.base import TechniqueContext
-    from squeeze.techniques.pkd import PKD, PKDParams
 
     with tempfile.TemporaryDirectory() as tmp:
         serialize.save(_model(prepared), Path(tmp) / "teacher", auto_class="AutoModelForSequenceClassification")
 
         def trial(cached: bool) -> float:
-            ctx = TechniqueContext(task=get_task("sentiment"), prepared=prepared, model_name="minilm",
-                                   params=PKDParams(teacher=str(Path(tmp) / "teacher"), teacher_cache=cached),
-                                   evaluate=lambda m: {}, log_metrics=lambda m, s: None, cache_dir=str(cache))
+            pkd = sweep.model_copy(update={"technique": ["pkd"], "params": {
+                "pkd": {"teacher": str(Path(tmp) / "teacher"), "teacher_cache": cached}}})
             t0 = time.perf_counter()
-            hook = PKD(ctx)
-            loop = _loop(prepared, hook.initial_model(), hooks=[hook])
-            loop.train_epoch(0)
+            _recipe(pkd, prepared, cache).loop.train_epoch(0)
             return time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -192,18 +196,14 @@ def bench_pkd(prepared, cache: Path, reps: int) -> dict:
     return {"pkd_cache_speedup": summary(ratios, first_trial_with_cache_build_s=build, student_layers=3)}
 
 
-def bench_compile(prepared, epochs: int = 3) -> dict:
+def bench_compile(sweep, prepared, cache: Path, epochs: int = 3) -> dict:
     """torch.compile (train.compile) vs eager, same loop and data: steady-state epoch time, and the compile cost.
 
     Not in the default run (compiling MiniLM takes minutes on 2 cores): ``benchmarks/run.py --compile``.
     """
-    from squeeze.loop import Loop
-
     times = {}
     for compiled in (False, True):
-        loop = Loop(_model(prepared), hooks=[], train=prepared.features["train"], pad_id=prepared.pad_id,
-                    evaluate=lambda m: {"accuracy": 0.0}, primary="accuracy", mode="max", lr=5e-5, epochs=epochs,
-                    batch_size=16, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0, compile=compiled)
+        loop = _recipe(sweep, prepared, cache, epochs=epochs, compile=compiled).loop
         times[compiled] = []
         for e in range(epochs):
             t0 = time.perf_counter()
@@ -237,26 +237,24 @@ class _SoftNvml:
         return int(time.monotonic() * 100_000)
 
 
-def bench_meter(prepared, reps: int) -> dict:
+def bench_meter(prepared_cache: Path, reps: int) -> dict:
     """Trial time with the energy meter / without - 1, on interleaved short tiny-model epochs.
 
     The arms alternate ABBA after two warm-up epochs, and the ratio is taken between the medians of
     the metered and the bare epochs, which keeps one slow epoch (a VM hiccup) from deciding it. The
     meter's own calls (start + stop + metrics, as a trial makes them) are also timed directly.
     """
-    from squeeze import config, models, telemetry
+    from squeeze import telemetry
     from squeeze.prepare import prepare
 
-    sweep = config.parse({"experiment": "m", "sweeps": [{"name": "m", "task": "sentiment", "model": {"name": "tiny-bert"},
-                                                         "data": {"size": 2400}, "train": {"max_length": 64}}]}).sweeps[0]
+    sweep = _sweep({"size": 2400}, model="tiny-bert", max_length=64)
     with tempfile.TemporaryDirectory() as tmp:
         tiny = prepare(sweep, tmp)
     real_gpu = torch.cuda.is_available()
     meter_kw = {} if real_gpu else {"nvml": _SoftNvml(), "gpu_ids": ["0"]}
 
     def epoch(metered: bool) -> tuple[float, float]:
-        model = models.build_model("tiny-bert", "AutoModelForSequenceClassification", tiny.tokenizer, seed=0, labels=tiny.labels)
-        loop = _loop(tiny, model)
+        loop = _recipe(sweep, tiny, prepared_cache).loop
         t0 = time.perf_counter()
         meter_s = 0.0
         if metered:
@@ -409,13 +407,14 @@ def main() -> None:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
         cache = Path(cache)
-        _, prepared, data_name = _prepared(args.n_train, 128, cache)
+        sweep, prepared, data_name = _prepared(args.n_train, 128, cache)
         results = {}
-        benches = [("train", lambda: bench_train(prepared, args.reps)), ("dq", lambda: bench_dq(prepared, args.reps)),
-                   ("sizes", lambda: bench_sizes(prepared)), ("pkd", lambda: bench_pkd(prepared, cache, args.reps)),
-                   ("meter", lambda: bench_meter(prepared, args.reps)), ("sweep", bench_sweep)]
+        benches = [("train", lambda: bench_train(sweep, prepared, cache, args.reps)),
+                   ("dq", lambda: bench_dq(prepared, args.reps)), ("sizes", lambda: bench_sizes(prepared)),
+                   ("pkd", lambda: bench_pkd(sweep, prepared, cache, args.reps)),
+                   ("meter", lambda: bench_meter(cache, args.reps)), ("sweep", bench_sweep)]
         if args.compile:
-            benches = [("compile", lambda: bench_compile(prepared))]
+            benches = [("compile", lambda: bench_compile(sweep, prepared, cache))]
         for name, fn in benches:
             t0 = time.perf_counter()
             results.update(fn())

@@ -1,7 +1,9 @@
 """Trial checkpoints: weights in safetensors, optimizer state through ``torch.load(weights_only=True)``.
 
-Nothing in a checkpoint is unpickled as arbitrary objects, so a checkpoint from shared storage
-cannot run code when loaded.
+A checkpoint holds the model, the best-dev weights, optimizer and scheduler, the loop's position
+and every technique's own state (``Technique.state_dict``: IMP's masks and schedule), so a trial
+restored from it continues as if it had never stopped. Nothing in a checkpoint is unpickled as
+arbitrary objects, so a checkpoint from shared storage cannot run code when loaded.
 """
 
 from __future__ import annotations
@@ -33,8 +35,27 @@ def save(loop: Loop, directory: str | Path) -> Path:
     if loop.best_weights is not None:
         save_file(_plain(loop.best_weights), d / "best.safetensors")
     torch.save({"optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict()}, d / "optim.pt")
-    (d / "state.json").write_text(json.dumps(asdict(loop.state)))
+    techniques = []
+    for i, hook in enumerate(loop.hooks):
+        state = hook.state_dict()
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            save_file(tensors, d / f"technique_{i}.safetensors")
+        techniques.append({"name": hook.name, "values": {k: v for k, v in state.items() if k not in tensors}})
+    (d / "state.json").write_text(json.dumps({"loop": asdict(loop.state), "techniques": techniques}))
     return d
+
+
+def _technique_states(loop: Loop, d: Path, saved: list[dict]) -> None:
+    if [t["name"] for t in saved] != [h.name for h in loop.hooks]:
+        raise CheckpointError(f"checkpoint {d} holds techniques {[t['name'] for t in saved]}, "
+                              f"the trial runs {[h.name for h in loop.hooks]}")
+    for i, (hook, entry) in enumerate(zip(loop.hooks, saved)):
+        state = dict(entry["values"])
+        if (d / f"technique_{i}.safetensors").is_file():
+            state.update(load_file(d / f"technique_{i}.safetensors"))
+        if state:
+            hook.load_state_dict(state)
 
 
 def load(loop: Loop, directory: str | Path) -> LoopState:
@@ -54,7 +75,9 @@ def load(loop: Loop, directory: str | Path) -> LoopState:
         optim = torch.load(d / "optim.pt", map_location=loop.device, weights_only=True)
         loop.optimizer.load_state_dict(optim["optimizer"])
         loop.scheduler.load_state_dict(optim["scheduler"])
-        loop.state = LoopState(**json.loads((d / "state.json").read_text()))
+        saved = json.loads((d / "state.json").read_text())
+        loop.state = LoopState(**saved["loop"])
+        _technique_states(loop, d, saved["techniques"])
     except CheckpointError:
         raise
     except Exception as exc:

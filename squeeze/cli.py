@@ -54,7 +54,10 @@ def _run(args) -> int:
 
     from squeeze import config, sweep
 
-    cfg = config.load(args.file, args.overrides)
+    notes: list[str] = []
+    cfg = config.load(args.file, args.overrides, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     outcomes = sweep.run(cfg, tracking_uri=args.tracking_uri, only=args.only, resume=args.resume,
                          skip_complete=args.command == "study" and not getattr(args, "force", False),
                          dry_run=args.dry_run)

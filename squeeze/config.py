@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from squeeze import search_space
-from squeeze.registry import TASKS, TECHNIQUES
+from squeeze.registry import get_task_class, get_technique_class
 
 
 class ConfigError(ValueError):
@@ -39,14 +39,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _on_driver(info: ValidationInfo) -> bool:
+    """File-system and hub checks (and making paths absolute) run once, on the driver, when ``parse`` validates
+    with the ``driver`` context; trials receive the validated config and never repeat them."""
+    return bool((info.context or {}).get("driver"))
+
 
 PRESETS = ("tiny-bert", "tiny-gpt2", "minilm")
-DATA_FORMATS = ("csv", "jsonl", "conll", "parlai", "text")
-DEFAULT_SPLITS = {"sentiment": (0.5, 0.25, 0.25), "ner": (0.7, 0.15, 0.15), "dialogue": (0.99, 0.005, 0.005),
-                  "lm": (0.8, 0.1, 0.1)}
-# techniques that start from another sweep's trials, and what they take from it
-NEEDS_SOURCE = {"imp": "the imp_prune sweep whose pruned models it fine-tunes",
-                "dq": "the sweep whose fine-tuned models it quantizes"}
 
 
 class TrainCfg(_Strict):
@@ -70,14 +69,20 @@ class TrainCfg(_Strict):
                                                     "0 on CPU, where they would take cores from training)")
 
 
+# train fields that only mean something when a sweep trains: post-training sweeps (dq) take none of
+# them from `defaults` or from a global override (max_length, device, threads, precision still apply)
+TRAINING_ONLY = ("lr", "epochs", "batch_size", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "compile",
+                 "num_workers")
+
+
 class ModelCfg(_Strict):
     name: str = Field(..., min_length=1, description="preset, hub id or local directory")
 
     @field_validator("name")
     @classmethod
-    def _known(cls, v: str) -> str:
+    def _known(cls, v: str, info: ValidationInfo) -> str:
         v = os.path.expandvars(v)
-        if v in PRESETS:
+        if v in PRESETS or not _on_driver(info):
             return v
         if v.startswith((".", "/", "~")) or Path(v).exists():
             if not Path(v).expanduser().is_dir():
@@ -128,13 +133,13 @@ class DataCfg(_Strict):
 
     @field_validator("files", mode="after")
     @classmethod
-    def _abs_files(cls, v):
-        return [_data_path(p) for p in v]
+    def _abs_files(cls, v, info: ValidationInfo):
+        return [_data_path(p) for p in v] if _on_driver(info) else v
 
     @field_validator("train", "dev", "test", mode="after")
     @classmethod
-    def _abs_file(cls, v):
-        return None if v is None else _data_path(v)
+    def _abs_file(cls, v, info: ValidationInfo):
+        return _data_path(v) if v is not None and _on_driver(info) else v
 
     @field_validator("split")
     @classmethod
@@ -229,45 +234,66 @@ class SweepCfg(_Strict):
     @field_validator("task")
     @classmethod
     def _task(cls, v):
-        if v not in TASKS:
-            raise ValueError(f"unknown task {v!r}; allowed: {', '.join(sorted(TASKS))}")
+        try:
+            get_task_class(v)
+        except KeyError as exc:
+            raise ValueError(str(exc).strip('"')) from None
         return v
 
     @field_validator("technique", mode="before")
     @classmethod
     def _techniques(cls, v):
-        from squeeze.registry import get_technique_class
-
         v = [v] if isinstance(v, str) else v
-        for t in v:
-            if ":" in t:
-                try:
-                    get_technique_class(t)
-                except KeyError as exc:
-                    raise ValueError(str(exc).strip('"')) from None
-            elif t not in TECHNIQUES:
-                raise ValueError(f"unknown technique {t!r}; allowed: {', '.join(sorted(TECHNIQUES))} "
-                                 "(or an import path package.module:Class)")
+        for t in v if isinstance(v, list) else []:
+            try:
+                get_technique_class(t)
+            except KeyError as exc:
+                raise ValueError(str(exc).strip('"')) from None
         return v
 
+    def technique_classes(self) -> list:
+        return [get_technique_class(t) for t in self.technique]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_params(cls, raw):
+        """``params`` of a plug-in technique may be keyed by the short name its class declares."""
+        if isinstance(raw, dict) and isinstance(raw.get("params"), dict) and isinstance(raw.get("technique"), list):
+            try:
+                raw = {**raw, "params": {search_space.canonical_technique(k, raw["technique"]): v
+                                         for k, v in raw["params"].items()}}
+            except (KeyError, TypeError):
+                pass  # an unknown technique: the field validator names it
+        return raw
+
     @model_validator(mode="after")
-    def _space(self):
+    def _space(self, info: ValidationInfo):
+        task = get_task_class(self.task)()
         for name, values in self.params.items():
             if name not in self.technique:
                 raise ValueError(f"params.{name}: technique {name!r} is not in this sweep's technique list {self.technique}")
-            search_space.technique_params_of(name, values, f"params.{name}")
+            search_space.technique_params_of(name, values, f"params.{name}", info.context)
         for key, spec in self.search_space.items():
-            search_space.check_entry(key, spec, self)
-        for t in self.technique:
-            if t in NEEDS_SOURCE and self.source is None:
-                raise ValueError(f"technique {t!r} needs `source: {{sweep: ...}}`: {NEEDS_SOURCE[t]}")
-        if "pkd" in self.technique and self.source is None and not self.params.get("pkd", {}).get("teacher"):
-            raise ValueError("technique 'pkd' needs a teacher: `source: {sweep: <baseline sweep>, select: best}` "
-                             "or params.pkd.teacher (a model folder saved by squeeze)")
-        if ("imp_prune" in self.technique) != (self.task == "lm"):
-            raise ValueError("technique 'imp_prune' runs on task 'lm' (the prune stage), and task 'lm' only with it")
+            search_space.check_entry(key, spec, self, info.context)
+        classes = self.technique_classes()
+        for t, cls in zip(self.technique, classes):
+            if cls.needs_source and self.source is None:
+                raise ValueError(f"technique {t!r} needs `source: {{sweep: ...}}`: {cls.needs_source}")
+            cls.check(search_space.technique_params_of(t, self.params.get(t, {}), f"params.{t}"), task, self.source is not None)
+        if any(c.pretraining_stage for c in classes) != task.pretraining:
+            stage = [t for t, c in zip(self.technique, classes) if c.pretraining_stage]
+            raise ValueError(f"task {self.task!r} and techniques {self.technique}: a pre-training task runs only with a "
+                             f"prune-stage technique (imp_prune) and such a technique only on a pre-training task "
+                             f"({'found ' + ', '.join(stage) if stage else 'the task is ' + ('' if task.pretraining else 'not ') + 'pre-training'})")
+        post = [t for t, c in zip(self.technique, classes) if c.post_training]
+        if post:
+            if "epochs" in self.train.model_fields_set and self.train.epochs != 0:
+                raise ValueError(f"train.epochs: technique {post[0]!r} is post-training (it acts on its source's trained "
+                                 f"models), so the sweep trains 0 epochs, got {self.train.epochs}; to fine-tune first, "
+                                 "use a separate stage as its source")
+            self.train.epochs = 0
         if self.data.split is None:
-            self.data.split = DEFAULT_SPLITS[self.task]
+            self.data.split = task.default_split
         return self
 
 
@@ -290,6 +316,11 @@ class RunCfg(_Strict):
         for i, s in enumerate(self.sweeps):
             if s.source and s.source.sweep in names and names.index(s.source.sweep) >= i:
                 raise ValueError(f"sweeps.{i}.source.sweep: {s.source.sweep!r} must come before {s.name!r} in the file")
+            origin = self.sweeps[names.index(s.source.sweep)] if s.source and s.source.sweep in names else None
+            for t, cls in zip(s.technique, s.technique_classes()):
+                if origin is not None and cls.source_technique and not set(cls.source_technique) & set(origin.technique):
+                    raise ValueError(f"sweeps.{i}.source.sweep: technique {t!r} needs a source sweep running "
+                                     f"{' or '.join(cls.source_technique)}; {origin.name!r} runs {origin.technique}")
         return self
 
 
@@ -300,32 +331,79 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _post_training(sweep: dict, defaults: dict) -> bool:
+    """Does this raw sweep run a post-training technique? (unknown names: False, the schema reports them)"""
+    techs = sweep.get("technique", defaults.get("technique", ["finetune"]))
+    try:
+        return any(get_technique_class(t).post_training for t in ([techs] if isinstance(techs, str) else techs))
+    except (KeyError, TypeError):
+        return False
+
+
+def _without_training(defaults: dict) -> dict:
+    out = copy.deepcopy(defaults)
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in TRAINING_ONLY}
+    return out
+
+
+def _node(doc: Any, part: str, key: str) -> Any:
+    if isinstance(doc, list):
+        if part.lstrip("-").isdigit():
+            if not -len(doc) <= int(part) < len(doc):
+                raise ConfigError(f"override {key}: index {part} is out of range ({len(doc)} entries)")
+            return int(part)
+        names = [s.get("name") if isinstance(s, dict) else None for s in doc]
+        if part not in names:
+            raise ConfigError(f"override {key}: no sweep named {part!r}; sweeps: {', '.join(map(str, names))}")
+        return names.index(part)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"override {key}: {part!r} is inside a value that is not a mapping")
+    return part
+
+
 def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.0.c`` (list items by index, sweeps also by name) in a raw document."""
     node: Any = doc
     parts = dotted.split(".")
     for p in parts[:-1]:
-        if isinstance(node, list):
-            node = node[int(p)]
-        else:
-            node = node.setdefault(p, {})
-    if isinstance(node, list):
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
+        k = _node(node, p, dotted)
+        if isinstance(node, dict) and not isinstance(node.get(k), (dict, list)):
+            node[k] = {}
+        node = node[k]
+    node[_node(node, parts[-1], dotted)] = value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``key=value`` overrides; keys of a sweep (``train.epochs``) apply to every sweep."""
+def apply_overrides(raw: dict, overrides: list[str], notes: list[str] | None = None) -> dict:
+    """Apply ``key=value`` overrides; keys of a sweep (``train.epochs``) apply to every sweep.
+
+    A training-only ``train.*`` key (``TRAINING_ONLY``) is not applied to post-training sweeps, which
+    train 0 epochs whatever it says; ``notes`` collects what was left out. ``sweeps.<name>.<field>``
+    (or ``sweeps.<index>.<field>``) addresses one sweep.
+    """
     raw = copy.deepcopy(raw)
+    defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=1")
         key, text = item.split("=", 1)
-        value = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.problem})") from None
         head = key.split(".")[0]
         if head in SweepCfg.model_fields and head not in RunCfg.model_fields:
+            skipped = []
             for sweep in raw.get("sweeps") or []:
+                if key.startswith("train.") and key.split(".")[1] in TRAINING_ONLY and _post_training(sweep, defaults):
+                    skipped.append(str(sweep.get("name")))
+                    continue
                 _set_dotted(sweep, key, value)
+            if skipped and notes is not None:
+                notes.append(f"{item} not applied to post-training sweeps (they train 0 epochs): {', '.join(skipped)}")
+        elif head not in RunCfg.model_fields and head != "defaults":
+            raise ConfigError(f"override {key}: unknown key {head!r}; a sweep field (train.epochs), a top-level "
+                              f"field ({', '.join(RunCfg.model_fields)}) or defaults.<field>")
         else:
             _set_dotted(raw, key, value)
     return raw
@@ -345,7 +423,9 @@ def _format_error(exc: ValidationError, source: str) -> str:
 
 
 def parse(raw: Any, source: str = "<config>") -> RunCfg:
-    """Validate a parsed YAML document (with ``defaults`` merged into each sweep).
+    """Validate a parsed YAML document (with ``defaults`` merged into each sweep), on the driver.
+
+    Files and model folders must exist and become absolute paths here; trials get the result.
 
     Raises:
         ConfigError: naming every bad field and what is allowed.
@@ -357,14 +437,15 @@ def parse(raw: Any, source: str = "<config>") -> RunCfg:
     if not isinstance(defaults, dict):
         raise ConfigError(f"{source}: defaults: must be a mapping")
     if isinstance(raw.get("sweeps"), list):
-        raw["sweeps"] = [_deep_merge(defaults, s) if isinstance(s, dict) else s for s in raw["sweeps"]]
+        raw["sweeps"] = [_deep_merge(_without_training(defaults) if _post_training(s, defaults) else defaults, s)
+                         if isinstance(s, dict) else s for s in raw["sweeps"]]
     try:
-        return RunCfg.model_validate(raw)
+        return RunCfg.model_validate(raw, context={"driver": True})
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source)) from None
 
 
-def load(path: str | os.PathLike, overrides: list[str] | None = None) -> RunCfg:
+def load(path: str | os.PathLike, overrides: list[str] | None = None, notes: list[str] | None = None) -> RunCfg:
     """Read, override and validate a sweep file."""
     path = Path(path)
     if not path.is_file():
@@ -374,5 +455,5 @@ def load(path: str | os.PathLike, overrides: list[str] | None = None) -> RunCfg:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
     if isinstance(raw, dict):
-        raw = apply_overrides(raw, overrides or [])
+        raw = apply_overrides(raw, overrides or [], notes)
     return parse(raw, str(path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -61,7 +61,6 @@ class LoopState:
     step: int = 0
     best: float | None = None
     best_epoch: int = -1
-    history: list = field(default_factory=list)
 
 
 class Loop:
@@ -84,8 +83,8 @@ class Loop:
         self.lengths = [len(f["input_ids"]) for f in train]
         steps_per_epoch = math.ceil(len(train) / batch_size)
         self.total_steps = min(steps_per_epoch * epochs, max_steps or steps_per_epoch * epochs)
-        decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
-        rest = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases and norms: no decay
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
         self.optimizer = _adamw(groups, lr, self.device)
         warmup = int(warmup_ratio * self.total_steps)
@@ -170,7 +169,6 @@ class Loop:
                 self.state.best, self.state.best_epoch = scores[self.primary], epoch
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.state.epoch = epoch + 1
-            self.state.history.append({"epoch": epoch, "loss": loss, **scores})
             yield EpochResult(epoch, self.state.step, loss, scores, best, pad, samples / max(train_s, 1e-9), train_s)
 
     def load_best(self) -> torch.nn.Module:
@@ -209,10 +207,6 @@ def _adamw(groups: list[dict], lr: float, device: torch.device) -> torch.optim.A
         except (RuntimeError, ValueError):  # a dtype or device the fused kernel does not take
             pass
     return torch.optim.AdamW(groups, lr=lr)
-
-
-def _no_decay(name: str) -> bool:
-    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or ".ln_" in name
 
 
 def _linear(step: int, warmup: int, total: int) -> float:

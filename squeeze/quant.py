@@ -132,24 +132,37 @@ def _fake_quant_input(module, args):
     return (x + (q - x).detach(),) + tuple(args[1:])
 
 
-def add_fake_quant(model: nn.Module, embeddings: bool = True) -> int:
-    """Register fake quantization on every Linear (weights and inputs) and, optionally, Embedding."""
-    count = 0
+def add_fake_quant(model: nn.Module, embeddings: bool = True) -> list:
+    """Register fake quantization on every Linear (weights and inputs) and, optionally, Embedding.
+
+    Returns:
+        the input hooks' handles (``remove_fake_quant`` takes them back); one per Linear.
+    """
+    handles = []
     for module in model.modules():
         if type(module) is nn.Linear:
             parametrize.register_parametrization(module, "weight", FakeQuantWeight(per_row=False))
-            module.register_forward_pre_hook(_fake_quant_input)
-            count += 1
+            handles.append(module.register_forward_pre_hook(_fake_quant_input))
         elif embeddings and type(module) is nn.Embedding:
             parametrize.register_parametrization(module, "weight", FakeQuantWeight(per_row=True))
-            count += 1
-    return count
+    return handles
 
 
-def remove_fake_quant(model: nn.Module) -> None:
-    """Drop the fake-quant parametrizations and input hooks, keeping the float weights."""
+def fake_quant_modules(model: nn.Module) -> int:
+    return sum(parametrize.is_parametrized(m, "weight") for m in model.modules())
+
+
+def remove_fake_quant(model: nn.Module, handles) -> None:
+    """Drop the fake-quant parametrizations and the input hooks, keeping the float weights."""
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-        if type(module) is nn.Linear:
-            module._forward_pre_hooks.clear()
+    for handle in handles:
+        handle.remove()
+
+
+def is_int8(model: nn.Module) -> bool:
+    """Does the model hold int8 layers (which run on CPU only)?"""
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    return any(isinstance(m, (QLinear, Int8Embedding)) for m in model.modules())

@@ -1,8 +1,8 @@
 """Name -> lazy importer tables for tasks and techniques (Ray Tune's registry pattern).
 
-Adding a task or technique is one module plus one line here. A technique may also be named by
-its import path, ``package.module:Class`` (your own technique, without editing squeeze); the
-module must be importable on every node.
+Adding a task or technique is one module plus one line here. Either may also be named by its
+import path, ``package.module:Class`` (your own task or technique, without editing squeeze);
+the module must be importable on every node.
 """
 
 from __future__ import annotations
@@ -28,27 +28,33 @@ TECHNIQUES: dict[str, str] = {
 
 
 def _load(table: dict[str, str], kind: str, name: str) -> Any:
-    if kind == "technique" and ":" in name:
+    if ":" in name:
         module, attr = name.split(":", 1)
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
-            raise KeyError(f"technique {name!r} cannot be imported ({exc})") from None
+            raise KeyError(f"{kind} {name!r} cannot be imported ({exc})") from None
     if name not in table:
-        raise KeyError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
+        raise KeyError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))} (or an import path package.module:Class)")
     module, attr = table[name].split(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def get_task(name: str):
-    """Return a task instance by name.
+def get_task_class(name: str):
+    """A task class by registry name or import path.
 
     Raises:
         KeyError: naming the allowed tasks when ``name`` is unknown.
     """
-    return _load(TASKS, "task", name)()
+    return _load(TASKS, "task", name)
+
+
+def get_task(name: str):
+    """A task instance by name (see ``get_task_class``)."""
+    return get_task_class(name)()
 
 
 def get_technique_class(name: str):
-    """Return a technique class by name (instantiated by the trial with its params)."""
+    """A technique class by name or import path (instantiated by the recipe with its params)."""
     return _load(TECHNIQUES, "technique", name)
+

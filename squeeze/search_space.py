@@ -1,8 +1,9 @@
 """The search space: Ray Tune sampler syntax in the YAML, checked value by value, -> ``param_space``.
 
 A ``search_space`` key is a train field (``lr``, ``seed`` ...) or ``<technique>.<param>``
-(``pkd.alpha``); its value is one sampler, ``{grid_search: [...]}``, ``{loguniform: [1e-5, 1e-3]}``.
-Every value a sampler can produce is validated against the field before Ray starts.
+(``pkd.alpha``; a plug-in technique as ``pkg.mod:Class.param`` or by the ``name`` it declares);
+its value is one sampler, ``{grid_search: [...]}``, ``{loguniform: [1e-5, 1e-3]}``. Every value a
+sampler can produce is validated against the field before Ray starts.
 """
 
 from __future__ import annotations
@@ -31,33 +32,49 @@ SAMPLERS: dict[str, Optional[tuple[int, ...]]] = {
 }
 
 
-def technique_params_of(name: str, values: dict, where: str):
+def technique_params_of(name: str, values: dict, where: str, context: dict | None = None):
+    """The technique's validated ``Params`` (``context``: the driver's validation context, see config)."""
     from squeeze.registry import get_technique_class
 
     try:
-        return get_technique_class(name).Params.model_validate(values)
+        return get_technique_class(name).Params.model_validate(values, context=context)
     except ValidationError as exc:
         e = exc.errors()[0]
         field = ".".join(map(str, e["loc"]))
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         raise ValueError(f"{where}.{field}: {msg}") from None
 
 
-def _train_cfg():
-    from squeeze.config import TrainCfg  # config imports this module
+def canonical_technique(name: str, techniques: list[str]) -> str:
+    """The entry of ``techniques`` that ``name`` means: itself, or the one whose class declares ``name``."""
+    from squeeze.registry import get_technique_class
 
-    return TrainCfg
+    if name in techniques:
+        return name
+    declared = {getattr(get_technique_class(t), "name", t): t for t in techniques}
+    return declared.get(name, name)
 
 
-def check_entry(key: str, spec: Any, sweep: SweepCfg) -> None:
+def split_key(key: str, techniques: list[str]) -> tuple[str | None, str]:
+    """``("pkd", "alpha")`` for ``pkd.alpha``, ``("pkg.mod:Cls", "p")`` for ``pkg.mod:Cls.p``, ``(None, "lr")`` for ``lr``."""
+    if ":" in key:
+        module, _, rest = key.partition(":")
+        cls, dot, field = rest.partition(".")
+        return (f"{module}:{cls}", field) if dot else (None, key)
+    tech, dot, field = key.partition(".")
+    return (canonical_technique(tech, techniques), field) if dot else (None, key)
+
+
+def check_entry(key: str, spec: Any, sweep: SweepCfg, context: dict | None = None) -> None:
     if key == "max_length":
         raise ValueError("search_space.max_length: not tunable (data is tokenized once per sweep); make it a separate sweep")
-    tech, _, field = key.partition(".")
-    if field:
+    tech, field = split_key(key, sweep.technique)
+    train_cls = type(sweep.train)
+    if tech is not None:
         if tech not in sweep.technique:
             raise ValueError(f"search_space.{key}: technique {tech!r} is not in this sweep's technique list {sweep.technique}")
-    elif key not in _train_cfg().model_fields:
-        raise ValueError(f"search_space.{key}: not a tunable field; allowed: {', '.join(_train_cfg().model_fields)}, "
+    elif key not in train_cls.model_fields:
+        raise ValueError(f"search_space.{key}: not a tunable field; allowed: {', '.join(train_cls.model_fields)}, "
                          "or <technique>.<param>")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError(f"search_space.{key}: expected one sampler like {{grid_search: [...]}}; allowed: {', '.join(SAMPLERS)}")
@@ -76,14 +93,14 @@ def check_entry(key: str, spec: Any, sweep: SweepCfg) -> None:
             raise ValueError(f"search_space.{key}.{sampler}: lower bound {args[0]} must be below upper {args[1]}")
         values = args[:2] if not sampler.endswith("randn") else []
     for value in values:
-        if field:
+        if tech is not None:
             try:
-                technique_params_of(tech, {**sweep.params.get(tech, {}), field: value}, f"search_space.{tech}")
+                technique_params_of(tech, {**sweep.params.get(tech, {}), field: value}, f"search_space.{tech}", context)
             except ValueError as exc:
                 raise ValueError(f"{exc} (value {value!r} of {sampler})") from None
             continue
         try:
-            _train_cfg().model_validate({**sweep.train.model_dump(), key: value})
+            train_cls.model_validate({**sweep.train.model_dump(), key: value})
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"]
             raise ValueError(f"search_space.{key}.{sampler}: value {value!r} is invalid: {msg}") from None
@@ -100,8 +117,8 @@ def param_space(sweep: SweepCfg) -> dict[str, Any]:
     for key, spec in sweep.search_space.items():
         (sampler, args), = spec.items()
         value = getattr(tune, sampler)(list(args)) if SAMPLERS[sampler] is None else getattr(tune, sampler)(*args)
-        tech, _, field = key.partition(".")
-        if field:
+        tech, field = split_key(key, sweep.technique)
+        if tech is not None:
             space["params"].setdefault(tech, {})[field] = value
         else:
             space["train"][key] = value
@@ -109,9 +126,9 @@ def param_space(sweep: SweepCfg) -> dict[str, Any]:
 
 
 def resolve_trial(sweep: SweepCfg, sampled: dict[str, Any]) -> SweepCfg:
-    """The sweep with one trial's sampled values filled in (validated again)."""
+    """The sweep with one trial's sampled values filled in (only they are validated again: no file-system checks)."""
     sampled = sampled or {}
-    train = _train_cfg().model_validate({**sweep.train.model_dump(), **(sampled.get("train") or {})})
+    train = type(sweep.train).model_validate({**sweep.train.model_dump(), **(sampled.get("train") or {})})
     params = {t: {**sweep.params.get(t, {}), **(sampled.get("params") or {}).get(t, {})} for t in sweep.technique}
     params = {t: v for t, v in params.items() if v}
     return sweep.model_copy(update={"train": train, "params": params})

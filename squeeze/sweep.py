@@ -156,7 +156,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
             **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})
         pfile.parent.mkdir(parents=True, exist_ok=True)
         pfile.write_text(json.dumps({"parent_run_id": parent_id}))
-    ctx = TrialContext(sweep.model_dump_json(), uri, experiment_id, parent_id, str(Path(cfg.cache_dir).resolve()))
+    ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(Path(cfg.cache_dir).resolve()))
     results = build_tuner(cfg, sweep, prepared, ctx, resume=resume, sources=sources).fit()
     table = results_table(results, sweep)
     errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
@@ -168,7 +168,8 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
 def _check_data(sweep: SweepCfg) -> None:
     from squeeze.data import load_splits
 
-    get_task(sweep.task).labels(load_splits(sweep.task, sweep.data).splits)
+    task = get_task(sweep.task)
+    task.labels(load_splits(task, sweep.data).splits)
     return None
 
 

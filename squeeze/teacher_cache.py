@@ -36,7 +36,7 @@ def _sha(path: Path) -> str:
 
 def estimate_bytes(features: list[dict], kind: str, n_out: int, n_layers: int, hidden: int) -> int:
     """Bytes the cache will take: positions x (logits + matched hidden states) x 4 (+ top-k indices)."""
-    n_pos = len(features) if kind == "cls" else sum(sum(1 for l in f["labels"] if l != -100) for f in features)
+    n_pos = len(features) if kind == "sequence" else sum(sum(1 for l in f["labels"] if l != -100) for f in features)
     return n_pos * (n_out * (8 if kind == "reply" else 4) + n_layers * hidden * 4)
 
 

@@ -19,7 +19,20 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 PARENT_TAG, TRIAL_TAG, SWEEP_TAG = "squeeze.parent", "squeeze.trial_id", "squeeze.sweep"
+METRICS_TAG, PRETRAINING_TAG = "squeeze.metrics", "squeeze.pretraining"
 NESTED = "mlflow.parentRunId"
+
+
+def trial_tags(cfg) -> dict[str, str]:
+    """What a trial run says about itself, the task's metric directions included (so ``analysis`` can read
+    them from the run, for a task it does not know)."""
+    import json
+
+    from squeeze.registry import get_task
+
+    task = get_task(cfg.task)
+    return {"task": cfg.task, "technique": "+".join(cfg.technique), "model": cfg.model.name, SWEEP_TAG: cfg.name,
+            METRICS_TAG: json.dumps(task.metrics), PRETRAINING_TAG: str(int(task.pretraining))}
 
 
 class TrackingError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Small builders shared by tests: a prepared tiny dataset and a technique context."""
+"""Small builders shared by tests: a tiny sweep, its prepared data, a model, a technique context, a recipe."""
 
 from __future__ import annotations
 
@@ -6,22 +6,32 @@ import torch
 
 from squeeze import config, models
 from squeeze.prepare import prepare
+from squeeze.recipe import Recipe
 from squeeze.registry import get_task, get_technique_class
 from squeeze.techniques.base import TechniqueContext
 
 
-def tiny_sweep(task="sentiment", preset="tiny-bert", size=120, technique=("finetune",), params=None, **train):
+def tiny_sweep(task="sentiment", preset="tiny-bert", size=120, technique=("finetune",), params=None, source=None, **train):
     doc = {"name": "s", "task": task, "technique": list(technique), "model": {"name": preset},
            "data": {"size": size, "split": [0.6, 0.2, 0.2]}, "train": {"max_length": 48, "batch_size": 8, **train},
-           "eval": {"max_generate": 3, "max_rank": 3, "max_new_tokens": 4}, "params": params or {}}
-    if {"imp", "dq", "pkd"} & set(technique):
-        doc["source"] = {"sweep": "up"}
+           "eval": {"max_generate": 3, "max_rank": 3, "max_new_tokens": 4}, "params": params or {},
+           "measure": {"latency": False}}
+    if source or {"imp", "dq"} & set(technique) or ("pkd" in technique and not (params or {}).get("pkd", {}).get("teacher")):
+        doc["source"] = {"sweep": source or "up"}
     return config.parse({"experiment": "t", "sweeps": [doc]}).sweeps[0]
 
 
 def tiny_model(sweep, prepared, seed=0):
     task = get_task(sweep.task)
-    return models.build_model(sweep.model.name, task.auto_class, prepared.tokenizer, seed=seed, labels=prepared.labels)
+    return models.build_model(sweep.model.name, task.head(prepared.tokenizer), prepared.tokenizer, seed=seed,
+                              labels=prepared.labels)
+
+
+def recipe(sweep, prepared, cache_dir, **kw) -> Recipe:
+    """The trial's own builder, as the Ray trainable uses it (2 threads)."""
+    torch.set_num_threads(2)
+    return Recipe(sweep.model_copy(update={"train": sweep.train.model_copy(update={"num_threads": 2})}), prepared,
+                  cache_dir=cache_dir, **kw)
 
 
 def context(sweep, prepared, cache_dir, technique, source_dir=None, **params):

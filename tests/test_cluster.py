@@ -86,3 +86,40 @@ def test_lost_worker_node_trial_resumes_on_another(workdir, cluster, mlflow_serv
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # not duplicated, not left RUNNING
     assert runs[0].data.tags["ray.node_id"] != before            # it finished on the new node
     assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")) == [0, 1, 2, 3]
+
+
+def test_trial_runs_on_a_worker_that_does_not_hold_the_data_files(workdir, cluster, mlflow_server, monkeypatch):
+    """The driver validates and tokenizes once; the worker gets the config and the data through Ray and never
+    looks for the files again (here they are deleted as soon as the driver has prepared them)."""
+    import shutil
+
+    import ray
+
+    from squeeze import sweep as sweep_mod
+
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    (workdir / "data").mkdir()
+    rows = "".join(f"\"{'great fun film' if i % 2 else 'dull boring film'} {i}\",{'pos' if i % 2 else 'neg'}\n" for i in range(80))
+    (workdir / "data" / "reviews.csv").write_text("text,label\n" + rows)
+    doc = {"experiment": "nodata", "sweeps": [{
+        "name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},
+        "data": {"source": "files", "files": ["data/reviews.csv"]},  # relative: resolved on the driver
+        "train": {"epochs": 1, "batch_size": 16, "max_length": 32}, "measure": {"latency": False}}]}
+    f = workdir / "nodata.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    real = sweep_mod.prepare
+
+    def prepare_then_remove(*args, **kw):
+        prepared = real(*args, **kw)
+        shutil.rmtree(workdir / "data")  # from here on no node holds the file
+        return prepared
+
+    monkeypatch.setattr(sweep_mod, "prepare", prepare_then_remove)
+    assert cli.main(["sweep", str(f), "--tracking-uri", mlflow_server]) == 0
+    assert not (workdir / "data").exists()
+    client, runs = _children(mlflow_server, "nodata")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    head = cluster.head_node.node_id
+    assert runs[0].data.tags["ray.node_id"] != head and runs[0].data.params["data.n_train"] == "40"

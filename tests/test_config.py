@@ -134,7 +134,21 @@ TECHNIQUE_BAD = [
     ("pkd without teacher", _sweep_doc(technique=["pkd"]), "technique 'pkd' needs a teacher"),
     ("dq without source", _sweep_doc(technique=["dq"], train={"epochs": 0}), "technique 'dq' needs `source"),
     ("imp without source", _sweep_doc(technique=["imp"]), "technique 'imp' needs `source"),
-    ("imp_prune on a task", _sweep_doc(technique=["imp_prune"]), "technique 'imp_prune' runs on task 'lm'"),
+    ("imp_prune on a task", _sweep_doc(technique=["imp_prune"]), "a pre-training task runs only with a prune-stage technique"),
+    ("lm without imp_prune", {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "model": {"name": "tiny-bert"}}]},
+     "a pre-training task runs only with a prune-stage technique"),
+    ("dq that trains", _sweep_doc(technique=["dq"], source={"sweep": "x"}, train={"epochs": 2}),
+     "train.epochs: technique 'dq' is post-training"),
+    ("imp from a baseline", {"experiment": "t", "sweeps": [
+        {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}},
+        {"name": "imp", "task": "sentiment", "technique": ["imp"], "model": {"name": "tiny-bert"}, "source": {"sweep": "base"}}]},
+     "technique 'imp' needs a source sweep running imp_prune or imp; 'base' runs ['finetune']"),
+    ("pkd on the prune task", {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "technique": ["imp_prune", "pkd"],
+                                "model": {"name": "tiny-bert"}, "params": {"pkd": {"teacher": "runs:/x"}}}]},
+     "technique 'pkd' does not apply to task 'lm'"),
+    ("unknown plug-in param searched", _sweep_doc(technique=["faulty:FailOnce"],
+                                                  search_space={"fail_once.bogus": {"grid_search": [1]}}),
+     "search_space.faulty:FailOnce.bogus: unknown key"),
     ("sparsity out of range", {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "technique": ["imp_prune"],
                                 "model": {"name": "tiny-bert"}, "params": {"imp_prune": {"sparsity": 1.5}}}]},
      "params.imp_prune.sparsity: Input should be less than 1"),
@@ -149,7 +163,7 @@ TECHNIQUE_BAD = [
         {"name": "dq", "task": "sentiment", "technique": ["dq"], "model": {"name": "tiny-bert"}, "source": {"sweep": "base"}},
         {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}}]}, "'base' must come before 'dq'"),
     ("pkd teacher not a model", _sweep_doc(technique=["pkd"], params={"pkd": {"teacher": "/tmp"}}),
-     "params.pkd.teacher: Value error, teacher '/tmp' is neither runs:/<MLflow run id> nor a model folder"),
+     "params.pkd.teacher: teacher '/tmp' is neither runs:/<MLflow run id> nor a model folder"),
     ("best_per without per", _sweep_doc(technique=["dq"], source={"sweep": "x", "select": "best_per"}),
      "select 'best_per' needs `per`"),
 ]
@@ -173,3 +187,59 @@ def test_technique_params_reach_param_space():
     resolved = search_space.resolve_trial(sweep, {"train": {"lr": 1e-3}, "params": {"pkd": {"alpha": 0.2}}})
     p = search_space.technique_params(resolved, "pkd")
     assert (p.alpha, p.beta, p.teacher, resolved.train.lr) == (0.2, 7, "runs:/0123abcd", 1e-3)
+
+
+def test_plugin_technique_params_are_searched_by_path_or_declared_name():
+    """A technique named by import path validates its Params and is searched like a built-in one."""
+    for key in ("faulty:FailOnce.sleep_s", "fail_once.sleep_s"):
+        doc = _sweep_doc(technique=["faulty:FailOnce"], params={"fail_once": {"mode": "none"}},
+                         search_space={key: {"grid_search": [0.0, 0.25]}})
+        sweep = config.parse(doc).sweeps[0]
+        assert sweep.params == {"faulty:FailOnce": {"mode": "none"}}  # the declared name maps to the entry
+        space = search_space.param_space(sweep)
+        assert list(space["params"]) == ["faulty:FailOnce"] and set(space["params"]["faulty:FailOnce"]) == {"sleep_s"}
+        trial = search_space.resolve_trial(sweep, {"params": {"faulty:FailOnce": {"sleep_s": 0.25}}})
+        p = search_space.technique_params(trial, "faulty:FailOnce")
+        assert (p.sleep_s, p.mode) == (0.25, "none")
+    with pytest.raises(config.ConfigError, match=r"search_space.faulty:FailOnce.sleep_s: Input should be a valid number"):
+        config.parse(_sweep_doc(technique=["faulty:FailOnce"], search_space={"fail_once.sleep_s": {"grid_search": ["x"]}}))
+
+
+def test_post_training_sweeps_train_zero_epochs_whatever_defaults_and_overrides_say(tmp_path, capsys):
+    doc = {"experiment": "t", "defaults": {"train": {"epochs": 4, "lr": 0.1, "max_length": 40}}, "sweeps": [
+        {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}},
+        {"name": "dq", "task": "sentiment", "technique": ["dq"], "model": {"name": "tiny-bert"}, "source": {"sweep": "base"}}]}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    notes = []
+    cfg = config.load(f, ["train.epochs=1", "train.max_length=32", "sweeps.base.train.seed=3"], notes)
+    base, dq = cfg.sweeps
+    assert (base.train.epochs, base.train.lr, base.train.max_length, base.train.seed) == (1, 0.1, 32, 3)
+    assert (dq.train.epochs, dq.train.lr, dq.train.max_length) == (0, 5e-5, 32)  # max_length still applies: same tokens
+    assert notes == ["train.epochs=1 not applied to post-training sweeps (they train 0 epochs): dq"]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("sweeps.5.train.epochs=1", "override sweeps.5.train.epochs: index 5 is out of range (1 entries)"),
+    ("sweeps.nope.train.epochs=1", "override sweeps.nope.train.epochs: no sweep named 'nope'; sweeps: s"),
+    ("train.epochs=[1", "override 'train.epochs=[1': the value is not valid YAML"),
+    ("colour=red", "override colour: unknown key 'colour'"),
+])
+def test_bad_overrides_exit_2_without_a_traceback(tmp_path, capsys, override, needle):
+    f = tmp_path / "ok.yaml"
+    f.write_text(yaml.safe_dump(GOOD))
+    assert cli.main(["sweep", str(f), "--dry-run", override]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err, err
+
+
+def test_trials_get_the_validated_config_without_file_checks(tmp_path):
+    """Validation with file checks happens once, on the driver; a worker's copy is never re-checked."""
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(20)))
+    sweep = config.parse(_sweep_doc(data={"source": "files", "files": [str(data)]})).sweeps[0]
+    data.unlink()  # a worker node without the file
+    resolved = search_space.resolve_trial(sweep, {"train": {"lr": 1e-3}})
+    assert resolved.data.files == [str(data)] and resolved.train.lr == 1e-3
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.parse(_sweep_doc(data={"source": "files", "files": [str(data)]}))

@@ -218,3 +218,20 @@ def test_dailydialog_feeds_hits_at_k(tmp_path):
                                          tokenizer=prepared.tokenizer, labels=prepared.labels, batch_size=8, device="cpu",
                                          eval_cfg=sweep.eval, final=True)
     assert {"hits_at_1", "hits_at_5", "hits_at_10"} <= set(m) and 0 <= m["hits_at_1"] <= m["hits_at_5"] <= m["hits_at_10"]
+
+
+def test_tiny_preset_tokenizers_are_identical_on_every_run(tmp_path):
+    """Built in separate processes (other hash seeds) from the same text, the tiny tokenizers are byte-identical:
+    the same study gives the same tokens, hence the same metrics (tokenizers' WordPiece trainer did not)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from squeeze import vocab; from squeeze.data import synthetic; "
+            "texts = [r['text'] for r in synthetic.text(400, 0)]; "
+            "[vocab.build(k, texts, Path(sys.argv[1]) / k, 2000) for k in ('bert', 'gpt2')]")
+    for i in range(2):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / str(i))], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(i + 1)})
+    for kind in ("bert", "gpt2"):
+        assert (tmp_path / "0" / kind / "tokenizer.json").read_bytes() == (tmp_path / "1" / kind / "tokenizer.json").read_bytes()

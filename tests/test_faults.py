@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 from squeeze import cli
@@ -192,16 +193,12 @@ def test_checkpoints_never_unpickle_code(tmp_path):
     """A checkpoint whose optimizer file carries a pickled callable is refused, and the callable never runs."""
     import pickle
 
-    from helpers import prepared_for, tiny_sweep
+    from helpers import prepared_for, recipe, tiny_sweep
     from squeeze import checkpoint
-    from squeeze.loop import Loop
-    from helpers import tiny_model
 
-    sweep = tiny_sweep("sentiment", size=40)
+    sweep = tiny_sweep("sentiment", size=40, epochs=1)
     prepared = prepared_for(sweep, tmp_path)
-    loop = Loop(tiny_model(sweep, prepared), hooks=[], train=prepared.features["train"], pad_id=prepared.pad_id,
-                evaluate=lambda m: {"accuracy": 0.0}, primary="accuracy", mode="max", lr=1e-3, epochs=1, batch_size=8,
-                warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=0)
+    loop = recipe(sweep, prepared, tmp_path).loop
     checkpoint.save(loop, tmp_path / "ck")
     pwned = tmp_path / "pwned"
 
@@ -241,3 +238,50 @@ def test_cluster_yaml_matches_rays_autoscaler_schema():
     assert "aws_secret_access_key" not in text and "password" not in text
     ports = [p["FromPort"] for p in cfg["provider"]["security_group"]["IpPermissions"]]
     assert ports == [22]
+
+
+def _prune_study(workdir, name, fail: dict) -> str:
+    sweep = {"name": "p", "task": "lm", "technique": ["imp_prune", "faulty:FailOnce"], "model": {"name": "tiny-bert"},
+             "data": {"size": 240}, "train": {"epochs": 3, "batch_size": 16, "max_length": 32, "lr": 1e-3},
+             "measure": {"latency": False}, "max_failures": 1,
+             "params": {"imp_prune": {"sparsity": 0.5, "every": 3}, "faulty:FailOnce": fail}}
+    f = workdir / f"{name}.yaml"
+    f.write_text(yaml.safe_dump({"experiment": name, "sweeps": [sweep]}))
+    return str(f)
+
+
+def test_retried_prune_trial_keeps_its_masks_and_schedule(workdir, ray_session):
+    """A prune-stage trial that fails mid-epoch and resumes from its checkpoint ends exactly as an uninterrupted
+    one: same prune events at the same steps, same final masks and sparsity (the masks and the schedule position
+    are technique state saved in the checkpoint)."""
+    import mlflow
+
+    from squeeze import config, families, serialize
+    from squeeze.prepare import prepare
+
+    sweep = config.load(_prune_study(workdir, "plain", {"mode": "none"})).sweeps[0]
+    steps_per_epoch = -(-len(prepare(sweep, workdir / ".squeeze_cache").features["train"]) // 16)
+    at = steps_per_epoch + 5  # in epoch 1, after that epoch's first prune events
+    assert 7 * 3 > at > steps_per_epoch + 3  # 7 events (0.9^7 < 0.5) at steps 3..21 straddle the failure
+    marker = workdir / "failed-once"
+    assert cli.main(["sweep", _prune_study(workdir, "plain", {"mode": "none"})]) == 0
+    assert cli.main(["sweep", _prune_study(workdir, "retried", {"mode": "raise", "at_step": at,
+                                                                "marker": str(marker)})]) == 0
+    assert marker.exists()  # it failed once, then resumed from the epoch-0 checkpoint
+    out = {}
+    for name in ("plain", "retried"):
+        client, runs = _children(workdir, name)
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        rid = runs[0].info.run_id
+        history = client.get_metric_history(rid, "prune/sparsity")
+        d = mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="model", dst_path=str(workdir / name),
+                                                tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+        weights = families.prunable(serialize.load(d))
+        out[name] = {"events": sorted((m.step, m.value) for m in history), "metrics": runs[0].data.metrics,
+                     "masks": {k: (w == 0) for k, w in weights.items()}}
+    plain, retried = out["plain"], out["retried"]
+    assert [s for s, _ in plain["events"]] == [3, 6, 9, 12, 15, 18, 21]
+    assert retried["events"] == plain["events"]
+    for key in ("prune/events", "prune/final_sparsity", "prune/forced"):
+        assert retried["metrics"][key] == plain["metrics"][key], key
+    assert all(torch.equal(retried["masks"][k], m) for k, m in plain["masks"].items())

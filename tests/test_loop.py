@@ -7,34 +7,24 @@ import math
 import pytest
 import torch
 
+from helpers import recipe
 from squeeze import checkpoint, config, models
-from squeeze.loop import Loop, length_grouped_batches, seed_everything
+from squeeze.loop import length_grouped_batches
 from squeeze.prepare import prepare
-from squeeze.registry import get_task
 
 
 def _sweep(task, preset, size, **train):
     return config.parse({"experiment": "t", "sweeps": [{
         "name": "s", "task": task, "model": {"name": preset}, "data": {"size": size, "split": [0.6, 0.2, 0.2]},
-        "train": {"max_length": 96, "batch_size": 16, **train},
+        "train": {"max_length": 96, "batch_size": 16, "eval_batch_size": 64, **train},
         "eval": {"max_generate": 10, "max_rank": 30, "max_new_tokens": 10}}]}).sweeps[0]
 
 
-def _loop(sweep, cache, epochs, **kw):
-    torch.set_num_threads(2)
-    p = prepare(sweep, cache)
-    task = get_task(sweep.task)
-    seed_everything(0)
-    model = models.build_model(sweep.model.name, task.auto_class, p.tokenizer, seed=0, labels=p.labels)
-
-    def evaluate(m, split="dev", final=False):
-        return task.evaluate(m, p.features[split], p.examples[split], tokenizer=p.tokenizer, labels=p.labels,
-                             batch_size=64, device="cpu", eval_cfg=sweep.eval, final=final)
-
-    loop = Loop(model, hooks=[], train=p.features["train"], pad_id=p.pad_id, evaluate=lambda m: evaluate(m)[0],
-                primary=task.primary_metric, mode=task.mode, lr=sweep.train.lr, epochs=epochs, batch_size=16,
-                warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0, **kw)
-    return loop, evaluate
+def _loop(sweep, cache, epochs, **train):
+    """The trial's recipe for ``sweep`` with ``epochs`` and other train fields set; its loop and evaluate."""
+    sweep = sweep.model_copy(update={"train": sweep.train.model_copy(update={"epochs": epochs, **train})})
+    r = recipe(sweep, prepare(sweep, cache), cache)
+    return r.loop, r.evaluate
 
 
 def test_sentiment_beats_chance(tmp_path):
@@ -136,9 +126,9 @@ def test_minilm_preset_is_pretrained():
 
 
 def test_bf16_autocast_trains(tmp_path):
-    sweep = _sweep("sentiment", "tiny-bert", 200, lr=2e-3)
+    sweep = _sweep("sentiment", "tiny-bert", 200, lr=2e-3, precision="bf16")
     loop, _ = _loop(sweep, tmp_path, epochs=2)
-    loop.dtype = torch.bfloat16  # what train.precision: bf16 sets
+    assert loop.dtype == torch.bfloat16
     seen = []
     loop.model.classifier.register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else None)
     results = list(loop.fit())
@@ -149,14 +139,7 @@ def test_bf16_autocast_trains(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 def test_fp16_grad_scaler_on_gpu(tmp_path):
-    from squeeze.loop import Loop
-
-    sweep = _sweep("sentiment", "tiny-bert", 200, lr=2e-3)
-    p = prepare(sweep, tmp_path)
-    task = get_task("sentiment")
-    model = models.build_model("tiny-bert", task.auto_class, p.tokenizer, seed=0, labels=p.labels)
-    loop = Loop(model, hooks=[], train=p.features["train"], pad_id=p.pad_id, evaluate=lambda m: {"accuracy": 0.0},
-                primary="accuracy", mode="max", lr=2e-3, epochs=1, batch_size=16, warmup_ratio=0.1, weight_decay=0.0,
-                max_grad_norm=1.0, seed=0, device="cuda", precision="fp16")
+    sweep = _sweep("sentiment", "tiny-bert", 200, lr=2e-3, device="cuda", precision="fp16")
+    loop, _ = _loop(sweep, tmp_path, epochs=1)
     assert loop.scaler is not None
     assert math.isfinite(list(loop.fit())[0].train_loss)

@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from helpers import context, prepared_for, tiny_model, tiny_sweep
-from squeeze import quant, serialize
-from squeeze.loop import Loop
+from helpers import context, prepared_for, recipe, tiny_model, tiny_sweep
+from squeeze import families, quant, serialize
 from squeeze.registry import get_task
 from squeeze.techniques import imp, pkd
 from squeeze.techniques.dq import check_conv1d_conversion, quantize
@@ -56,7 +55,8 @@ def test_student_copies_first_k_pretrained_layers():
 
     tok = AutoTokenizer.from_pretrained(models.minilm_path())
     full = models.build_model("minilm", "AutoModelForSequenceClassification", tok, seed=0, labels=["a", "b"])
-    student = pkd.truncate(models.build_model("minilm", "AutoModelForSequenceClassification", tok, seed=0, labels=["a", "b"]), 3)
+    student = families.truncate(models.build_model("minilm", "AutoModelForSequenceClassification", tok, seed=0,
+                                                   labels=["a", "b"]), 3)
     assert len(student.bert.encoder.layer) == 3 and student.config.num_hidden_layers == 3
     fs = full.state_dict()
     for k, v in student.state_dict().items():
@@ -79,19 +79,32 @@ def _pkd(sweep, prepared, tmp_path, **params):
     return pkd.PKD(ctx), ctx
 
 
-def test_teacher_cache_written_once_and_matches_online(teacher_setup):
+@pytest.fixture
+def teacher_forwards(monkeypatch):
+    """Counts the teacher's forward passes (a spy on PKD.teacher_rows)."""
+    calls = [0]
+    real = pkd.PKD.teacher_rows
+
+    def counted(self, batch):
+        calls[0] += 1
+        return real(self, batch)
+
+    monkeypatch.setattr(pkd.PKD, "teacher_rows", counted)
+    return calls
+
+
+def test_teacher_cache_written_once_and_matches_online(teacher_setup, teacher_forwards):
     from squeeze.tasks.base import collate
 
     sweep, prepared, tmp_path = teacher_setup
-    before = pkd.TEACHER_FORWARDS[0]
     first, ctx1 = _pkd(sweep, prepared, tmp_path)
     first.prepare(first.initial_model())
-    built = pkd.TEACHER_FORWARDS[0] - before
+    built = teacher_forwards[0]
     assert built == math.ceil(len(prepared.features["train"]) / 32)
     assert ctx1.info["pkd/cache_built"] == 1 and ctx1.info["pkd/cache_estimated_mb"] > 0
     second, ctx2 = _pkd(sweep, prepared, tmp_path)
     student = second.prepare(second.initial_model())
-    assert pkd.TEACHER_FORWARDS[0] - before == built  # the second trial ran no teacher forward
+    assert teacher_forwards[0] == built  # the second trial ran no teacher forward
     assert "pkd/cache_built" not in ctx2.info
     online, _ = _pkd(sweep, prepared, tmp_path, teacher_cache=False)
     idx = [0, 3, 5]
@@ -102,16 +115,16 @@ def test_teacher_cache_written_once_and_matches_online(teacher_setup):
     assert torch.allclose(cached_loss, online_loss, atol=1e-5)
 
 
-def test_corrupt_teacher_cache_is_rebuilt(teacher_setup):
+def test_corrupt_teacher_cache_is_rebuilt(teacher_setup, teacher_forwards):
     sweep, prepared, tmp_path = teacher_setup
     first, _ = _pkd(sweep, prepared, tmp_path)
     first.prepare(None)
     arrow = next((tmp_path / "cache" / "teacher").glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[:100] + b"garbage")
     again, ctx = _pkd(sweep, prepared, tmp_path)
-    before = pkd.TEACHER_FORWARDS[0]
+    before = teacher_forwards[0]
     again.prepare(None)
-    assert ctx.info.get("pkd/cache_built") == 1 and pkd.TEACHER_FORWARDS[0] > before
+    assert ctx.info.get("pkd/cache_built") == 1 and teacher_forwards[0] > before
 
 
 def test_pkd_dialogue_topk_cache(tmp_path):
@@ -141,7 +154,7 @@ def _pruned(tmp_path, sparsity=0.5, every=3, steps=40, preset="tiny-bert"):
     prepared = prepared_for(sweep, tmp_path)
     from squeeze import models
 
-    model = models.build_model(preset, get_task("lm").auto_class_for(prepared.tokenizer), prepared.tokenizer, seed=0)
+    model = models.build_model(preset, get_task("lm").head(prepared.tokenizer), prepared.tokenizer, seed=0)
     ctx = context(sweep, prepared, tmp_path, "imp_prune", sparsity=sparsity, every=every, step_fraction=0.1)
     hook = imp.ImpPrune(ctx)
     prunable_names = set(imp.prunable(model))
@@ -181,22 +194,19 @@ def test_imp_gpt2_prunes_conv1d(tmp_path):
 
 
 def test_zeros_stay_zero_through_finetuning(tmp_path):
-    sweep = tiny_sweep("sentiment", size=100, technique=("imp",))
+    sweep = tiny_sweep("sentiment", size=100, technique=("imp",), lr=1e-2, epochs=2, warmup_ratio=0.0)
     prepared = prepared_for(sweep, tmp_path)
     model = tiny_model(sweep, prepared)
     w = imp.prune_to(model, 0.6)
     zeros = {k: (v == 0).clone() for k, v in w.items()}
-    ctx = context(sweep, prepared, tmp_path, "imp")
-    hook = imp.Imp(ctx)
-    loop = Loop(model, hooks=[hook], train=prepared.features["train"], pad_id=prepared.pad_id,
-                evaluate=lambda m: {"accuracy": 0.5}, primary="accuracy", mode="max", lr=1e-2, epochs=2, batch_size=8,
-                warmup_ratio=0.0, weight_decay=0.01, max_grad_norm=1.0, seed=0)
-    list(loop.fit())
-    loop.finalize()
-    for k, v in imp.prunable(loop.model).items():
+    serialize.save(model, tmp_path / "pruned", auto_class="AutoModelForSequenceClassification")
+    r = recipe(sweep, prepared, tmp_path, source_dir=str(tmp_path / "pruned"))
+    list(r.fit())
+    r.loop.finalize()
+    for k, v in imp.prunable(r.loop.model).items():
         assert torch.all(v[zeros[k]] == 0), k
         assert not torch.all(v[~zeros[k]] == 0)
-    assert ctx.info["imp/sparsity"] == pytest.approx(0.6, abs=1e-4)
+    assert r.hooks[0].ctx.info["imp/sparsity"] == pytest.approx(0.6, abs=1e-4)
 
 
 # ---------------------------------------------------------------- DQ / QAT / serialization
@@ -265,13 +275,10 @@ def test_dq_on_model_without_linear_is_refused():
 def test_qat_fake_quant_in_embeddings_and_linear_then_int8(tmp_path):
     from torch.nn.utils import parametrize
 
-    sweep = tiny_sweep("sentiment", size=80, technique=("qat",))
+    sweep = tiny_sweep("sentiment", size=80, technique=("qat",), lr=1e-3, epochs=1)
     prepared = prepared_for(sweep, tmp_path)
-    model = tiny_model(sweep, prepared)
-    hook = QAT(context(sweep, prepared, tmp_path, "qat"))
-    loop = Loop(model, hooks=[hook], train=prepared.features["train"], pad_id=prepared.pad_id,
-                evaluate=lambda m: {"accuracy": 0.5}, primary="accuracy", mode="max", lr=1e-3, epochs=1, batch_size=8,
-                warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=0)
+    loop = recipe(sweep, prepared, tmp_path).loop
+    assert isinstance(loop.hooks[0], QAT)
     m = loop.model
     assert parametrize.is_parametrized(m.bert.embeddings.word_embeddings, "weight")
     assert parametrize.is_parametrized(m.bert.encoder.layer[0].attention.self.query, "weight")

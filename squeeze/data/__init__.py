@@ -1,7 +1,8 @@
 """Load a task's examples from the hub, local files or a generated corpus, and split them.
 
 ``load_splits(task, data)`` returns ``{"train": [...], "dev": [...], "test": [...]}`` of plain
-dicts in the task's shape (see the readers), plus a name for the source.
+dicts in the task's shape (see the readers), plus a name for the source. The task object says
+which formats it reads, its default split and its generated corpus; this package knows formats.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from squeeze.data import synthetic
 from squeeze.data import dailydialog
 from squeeze.data.conll import read_conll
 from squeeze.data.errors import DataError
@@ -23,8 +23,6 @@ from squeeze.data.text import read_text
 SPLITS = ("train", "dev", "test")
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text", ".tokens": "text",
               ".conll": "conll", ".testa": "conll", ".testb": "conll", ".train": "conll"}
-TASK_FORMATS = {"sentiment": ("csv", "jsonl", "lines"), "ner": ("conll",), "dialogue": ("parlai", "dailydialog"),
-                "lm": ("text",)}
 
 
 @dataclass
@@ -37,27 +35,28 @@ class DataBundle:
         self.sizes = {k: len(v) for k, v in self.splits.items()}
 
 
-def _format(task: str, path: str, declared: str | None) -> str:
-    if declared is None and task == "dialogue":
-        declared = "dailydialog" if dailydialog.looks_like(path) else "parlai"
-    fmt = declared or EXTENSIONS.get(Path(path).suffix.lower())
-    if fmt is None:
-        fmt = {"ner": "conll", "lm": "text"}.get(task)
-    allowed = TASK_FORMATS[task]
+def format_of(task, path: str, declared: str | None) -> str:
+    """The format of one file for ``task``: declared, else sniffed by the task, else by extension or the task's default.
+
+    Raises:
+        DataError: when it cannot be told or the task cannot read it.
+    """
+    fmt = declared or task.sniff_format(path) or EXTENSIONS.get(Path(path).suffix.lower()) or task.default_format
+    allowed = task.formats
     if fmt is None:
         raise DataError(path, f"cannot tell the format from the extension {Path(path).suffix!r}; set data.format "
-                              f"(allowed for {task}: {', '.join(allowed)})")
+                              f"(allowed for {task.name}: {', '.join(allowed)})")
     if fmt not in allowed:
-        raise DataError(path, f"format {fmt!r} cannot feed task {task!r}; allowed: {', '.join(allowed)} (set data.format)")
+        raise DataError(path, f"format {fmt!r} cannot feed task {task.name!r}; allowed: {', '.join(allowed)} (set data.format)")
     return fmt
 
 
-def read_file(task: str, path: str, data, label: str | None = None) -> list[dict]:
+def read_file(task, path: str, data, label: str | None = None) -> list[dict]:
     """Read one local file in the format declared or inferred from its extension (or, for dialogue, its text)."""
     path = os.path.expandvars(path)
     if not Path(path).is_file():
         raise DataError(path, "no such data file")
-    fmt = _format(task, path, data.format)
+    fmt = format_of(task, path, data.format)
     if fmt == "csv":
         return read_csv(path, data.text_column, data.label_column)
     if fmt == "jsonl":
@@ -88,21 +87,25 @@ def split_pool(pool: list[dict], fractions, seed: int) -> dict[str, list[dict]]:
     return {name: [ex for k in ks for ex in groups[k]] for name, ks in cuts.items()}
 
 
-def _hub(task: str, data) -> dict[str, list[dict]]:
+def _hub(task, data) -> dict[str, list[dict]]:
     from squeeze.data.hub import load_hub
 
     return load_hub(task, data)
 
 
-def load_splits(task: str, data) -> DataBundle:
-    """Load and split the examples for ``task`` according to a ``DataCfg``.
+def load_splits(task, data) -> DataBundle:
+    """Load and split the examples for ``task`` (a task object or registry name) according to a ``DataCfg``.
 
     Raises:
         DataError: naming the file (and line) that cannot be used.
     """
+    if isinstance(task, str):
+        from squeeze.registry import get_task
+
+        task = get_task(task)
     if data.source == "synthetic":
-        pool = synthetic.GENERATORS[task](data.size, data.seed)
-        bundle = DataBundle(f"synthetic-{task}", split_pool(pool, data.split, data.seed))
+        pool = task.synthetic(data.size, data.seed)
+        bundle = DataBundle(f"synthetic-{task.name}", split_pool(pool, data.split, data.seed))
     elif data.source == "files" and data.files:
         labels = data.labels or [None] * len(data.files)
         pool = [ex for p, label in zip(data.files, labels) for ex in read_file(task, p, data, label)]

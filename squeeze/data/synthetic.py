@@ -111,6 +111,3 @@ def text(n: int, seed: int = 0) -> list[dict]:
             line = " ".join(d["persona"] + d["history"] + [d["reply"]])
         rows.append({"text": line})
     return rows
-
-
-GENERATORS = {"sentiment": sentiment, "ner": ner, "dialogue": dialogue, "text": text, "lm": text}

@@ -1,30 +1,72 @@
 """What a task declares, and the padding/batching every task shares.
 
-A task is data plus a few functions: its model head (``auto_class``), how to encode examples,
-how to score predictions, its ``primary_metric`` and ``mode``. The training loop never asks
-which task it runs.
+A task class holds everything squeeze knows about the task, so adding one is one module plus one
+registry line: its model head, its metrics with their directions (the first is the primary),
+the data formats it reads and its default split, its generated corpus, how a hub dataset maps to
+its examples, which token positions PKD distils, how to encode examples and how to score. The
+training loop, the config, the data readers and ``analysis`` ask the task; none of them names one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
 
 import torch
 
+Mode = Literal["max", "min"]
+PkdPositions = Optional[Literal["sequence", "labelled", "reply"]]
 
-class Task(Protocol):
-    name: str
-    auto_class: str           # transformers Auto* class of the model head
-    tokenizer_kind: str       # "bert" or "gpt2": which tiny tokenizer the presets train
-    primary_metric: str       # without the val/ or test/ prefix
-    mode: str                 # "max" or "min"
 
-    def texts(self, examples: list[dict]) -> Iterator[str]: ...
-    def labels(self, splits: dict[str, list[dict]]) -> list[str] | None: ...
-    def prepare_tokenizer(self, tokenizer) -> Any: ...
-    def encode(self, examples: list[dict], tokenizer, labels: list[str] | None, max_length: int) -> list[dict]: ...
+class Task:
+    """Base of the task classes: the declarations, with defaults where tasks agree."""
+
+    name: ClassVar[str]
+    auto_class: ClassVar[str]                      # transformers Auto* class of the model head
+    metrics: ClassVar[dict[str, Mode]]             # every reported metric and its direction; the first is primary
+    formats: ClassVar[tuple[str, ...]]             # data formats (squeeze.data readers) this task reads
+    default_format: ClassVar[Optional[str]] = None  # for a file whose extension says nothing
+    default_split: ClassVar[tuple[float, float, float]]  # train/dev/test fractions of a pooled file
+    synthetic: ClassVar[Callable[[int, int], list[dict]]]  # generated corpus (n, seed) for tests and demos
+    pkd_positions: ClassVar[PkdPositions] = None   # where PKD compares hidden states; None: PKD does not apply
+    pretraining: ClassVar[bool] = False            # the IMP prune stage's objective, not a downstream task
+    lm_scored: ClassVar[bool] = False              # scored by token likelihood: logs tokenizer-free perplexity too
+
+    @property
+    def primary_metric(self) -> str:
+        return next(iter(self.metrics))
+
+    @property
+    def mode(self) -> Mode:
+        return self.metrics[self.primary_metric]
+
+    def head(self, tokenizer) -> str:
+        """The Auto* class for this tokenizer (the prune stage's depends on it: MLM or causal LM)."""
+        return self.auto_class
+
+    def sniff_format(self, path: str) -> Optional[str]:
+        """The format read from a file's content, before its extension is asked (None: no opinion)."""
+        return None
+
+    def from_hub(self, ds, data) -> list[dict]:
+        """Rows of a Hugging Face ``datasets`` split -> this task's examples."""
+        raise NotImplementedError(f"task {self.name!r} has no hub conversion")
+
+    def texts(self, examples: list[dict]) -> Iterator[str]:
+        """Running text of the examples (what a tiny preset's tokenizer is trained on)."""
+        return (ex["text"] for ex in examples)
+
+    def labels(self, splits: dict[str, list[dict]]) -> Optional[list[str]]:
+        return None
+
+    def prepare_tokenizer(self, tokenizer) -> Any:
+        return tokenizer
+
+    def encode(self, examples: list[dict], tokenizer, labels, max_length: int) -> list[dict]:
+        raise NotImplementedError
+
     def evaluate(self, model, features: list[dict], examples: list[dict], *, tokenizer, labels, batch_size: int,
-                 device, eval_cfg=None, final: bool = False) -> tuple[dict[str, float], list[dict]]: ...
+                 device, eval_cfg=None, final: bool = False) -> tuple[dict[str, float], list[dict]]:
+        raise NotImplementedError
 
 
 PAD_VALUES = {"labels": -100, "attention_mask": 0, "token_type_ids": 0}

@@ -12,25 +12,38 @@ import torch
 import torch.nn.functional as F
 
 from squeeze import metrics
-from squeeze.tasks.base import batches, collate, to_device
+from squeeze.data import dailydialog, synthetic
+from squeeze.data.errors import DataError
+from squeeze.tasks.base import Task, batches, collate, to_device
 
 SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
                   "additional_special_tokens": ["<speaker1>", "<speaker2>"]}
 
 
-class DialogueTask:
+class DialogueTask(Task):
     name = "dialogue"
     auto_class = "AutoModelForCausalLM"
-    tokenizer_kind = "gpt2"
-    primary_metric = "ppl"
-    mode = "min"
+    metrics = {"ppl": "min", "hits_at_1": "max", "hits_at_5": "max", "hits_at_10": "max", "bleu": "max", "ter": "min",
+               "bertscore_f1": "max"}
+    formats = ("parlai", "dailydialog")
+    default_split = (0.99, 0.005, 0.005)
+    synthetic = staticmethod(synthetic.dialogue)
+    pkd_positions = "reply"
+    lm_scored = True
+
+    def sniff_format(self, path):
+        return "dailydialog" if dailydialog.looks_like(path) else "parlai"
+
+    def from_hub(self, ds, data):
+        cols = set(ds.column_names)
+        if not {"personality", "history", "candidates"} <= cols:
+            raise DataError(data.name, f"expected columns personality, history, candidates; got {sorted(cols)}")
+        return [{"persona": r["personality"], "history": r["history"], "reply": r["candidates"][-1],
+                 "candidates": r["candidates"], "dialog": r.get("conv_id", i)} for i, r in enumerate(ds)]
 
     def texts(self, examples):
         for ex in examples:
             yield " ".join(ex["persona"] + ex["history"] + [ex["reply"]])
-
-    def labels(self, splits):
-        return None
 
     def prepare_tokenizer(self, tokenizer):
         tokenizer.add_special_tokens(SPECIAL_TOKENS)

@@ -12,26 +12,28 @@ import random
 
 import torch
 
-from squeeze.tasks.base import batches, collate, to_device
+from squeeze.data import synthetic
+from squeeze.tasks.base import Task, batches, collate, to_device
 
 MLM_PROB = 0.15
 
 
-class LmTask:
+class LmTask(Task):
     name = "lm"
     auto_class = "AutoModelForMaskedLM"
-    tokenizer_kind = "bert"
-    primary_metric = "ppl"
-    mode = "min"
+    metrics = {"ppl": "min"}
+    formats = ("text",)
+    default_format = "text"
+    default_split = (0.8, 0.1, 0.1)
+    synthetic = staticmethod(synthetic.text)
+    pretraining = True
+    lm_scored = True
 
-    def auto_class_for(self, tokenizer) -> str:
+    def head(self, tokenizer) -> str:
         return "AutoModelForMaskedLM" if tokenizer.mask_token_id is not None else "AutoModelForCausalLM"
 
-    def texts(self, examples):
-        return (ex["text"] for ex in examples)
-
-    def labels(self, splits):
-        return None
+    def from_hub(self, ds, data):
+        return [{"text": r["text"].strip()} for r in ds if r["text"].strip()]
 
     def prepare_tokenizer(self, tokenizer):
         if tokenizer.pad_token is None:

@@ -5,16 +5,29 @@ from __future__ import annotations
 import torch
 
 from squeeze import metrics
+from squeeze.data import synthetic
+from squeeze.data.conll import iob1_to_iob2, is_iob2
 from squeeze.data.errors import DataError
-from squeeze.tasks.base import batches, collate, to_device
+from squeeze.tasks.base import Task, batches, collate, to_device
 
 
-class NerTask:
+class NerTask(Task):
     name = "ner"
     auto_class = "AutoModelForTokenClassification"
-    tokenizer_kind = "bert"
-    primary_metric = "f1"
-    mode = "max"
+    metrics = {"f1": "max", "precision": "max", "recall": "max", "token_accuracy": "max"}
+    formats = ("conll",)
+    default_format = "conll"
+    default_split = (0.7, 0.15, 0.15)
+    synthetic = staticmethod(synthetic.ner)
+    pkd_positions = "labelled"
+
+    def from_hub(self, ds, data):
+        names = ds.features["ner_tags"].feature.names
+        rows = [{"tokens": r["tokens"], "tags": [names[t] for t in r["ner_tags"]]} for r in ds if r["tokens"]]
+        if data.scheme == "iob1" or (data.scheme == "auto" and not all(is_iob2(r["tags"]) for r in rows)):
+            for r in rows:
+                r["tags"] = iob1_to_iob2(r["tags"])
+        return rows
 
     def texts(self, examples):
         return (" ".join(ex["tokens"]) for ex in examples)
@@ -26,9 +39,6 @@ class NerTask:
             if extra:
                 raise DataError(split, f"tags {extra} do not occur in the train split (train tags: {names})")
         return names
-
-    def prepare_tokenizer(self, tokenizer):
-        return tokenizer
 
     def encode(self, examples, tokenizer, labels, max_length):
         index = {l: i for i, l in enumerate(labels)}

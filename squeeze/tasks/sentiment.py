@@ -5,21 +5,26 @@ from __future__ import annotations
 import torch
 
 from squeeze import metrics
+from squeeze.data import synthetic
 from squeeze.data.errors import DataError
-from squeeze.tasks.base import batches, collate, to_device
+from squeeze.tasks.base import Task, batches, collate, to_device
 
 POSITIVE_NAMES = ("pos", "positive", "1", "true", "yes")
 
 
-class SentimentTask:
+class SentimentTask(Task):
     name = "sentiment"
     auto_class = "AutoModelForSequenceClassification"
-    tokenizer_kind = "bert"
-    primary_metric = "accuracy"
-    mode = "max"
+    metrics = {"accuracy": "max", "precision": "max", "recall": "max", "f1": "max"}
+    formats = ("csv", "jsonl", "lines")
+    default_split = (0.5, 0.25, 0.25)          # the paper's split of IMDB
+    synthetic = staticmethod(synthetic.sentiment)
+    pkd_positions = "sequence"
 
-    def texts(self, examples):
-        return (ex["text"] for ex in examples)
+    def from_hub(self, ds, data):
+        names = getattr(ds.features.get(data.label_column), "names", None)
+        return [{"text": r[data.text_column], "label": names[r[data.label_column]] if names else str(r[data.label_column])}
+                for r in ds if r[data.label_column] is not None and r[data.label_column] >= 0]
 
     def labels(self, splits):
         names = sorted({ex["label"] for ex in splits["train"]})
@@ -30,9 +35,6 @@ class SentimentTask:
         if len(names) < 2:
             raise DataError("train", f"need at least two labels, found {names}")
         return names
-
-    def prepare_tokenizer(self, tokenizer):
-        return tokenizer
 
     def encode(self, examples, tokenizer, labels, max_length):
         index = {l: i for i, l in enumerate(labels)}

@@ -1,13 +1,17 @@
-"""The hook interface every technique implements; the loop and the trial call these only.
+"""The hook interface every technique implements, and what a technique declares about itself.
 
 A technique is constructed with a ``TechniqueContext`` (what it may read and call) and its own
-validated ``Params``. Post-training techniques (dq) run with ``train.epochs: 0``.
+validated ``Params``. Its class declares its rules, which the config checks before Ray starts:
+whether it is post-training (no epochs of its own), the source stage it needs, the tasks it
+supports. State that its hooks change during training (IMP's masks and schedule) is returned by
+``state_dict`` and restored by ``load_state_dict``, so a trial resumed from its checkpoint is
+the same trial.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, ClassVar, Optional, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -36,8 +40,16 @@ class TechniqueContext:
 class Technique(Protocol):
     name: str
     Params: type[BaseModel]
+    post_training: bool                            # acts on a trained source model; its sweep trains 0 epochs
+    needs_source: Optional[str]                    # what its `source:` stage must provide (None: no source needed)
+    source_technique: tuple[str, ...]              # techniques one of which the source stage must run (empty: any)
+    pretraining_stage: bool                        # runs on the pre-training task (the IMP prune stage)
     needs_hidden_states: bool
     eval_device: Optional[str]                     # "cpu" for int8 models
+
+    @classmethod
+    def check(cls, params: BaseModel, task, has_source: bool) -> None:
+        """Config rules beyond the Params schema; raise ValueError naming the field."""
 
     def initial_model(self) -> Optional[torch.nn.Module]:
         """The model to train, when the technique builds its own (a PKD student); else None."""
@@ -54,19 +66,33 @@ class Technique(Protocol):
     def finalize(self, model: torch.nn.Module) -> torch.nn.Module:
         """After training, before the final evaluation (convert to int8)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the hooks changed during training: tensors and JSON-able values."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` after ``prepare`` (a resumed trial)."""
+
 
 class NoOp:
-    """Default hook bodies, so a technique only writes the hooks it needs."""
+    """Default declarations and hook bodies, so a technique only writes what it needs."""
 
-    name = "noop"
-    Params = NoParams
-    needs_hidden_states = False
-    eval_device: Optional[str] = None
+    name: ClassVar[str] = "noop"
+    Params: ClassVar[type[BaseModel]] = NoParams
+    post_training: ClassVar[bool] = False
+    needs_source: ClassVar[Optional[str]] = None
+    source_technique: ClassVar[tuple[str, ...]] = ()
+    pretraining_stage: ClassVar[bool] = False
+    needs_hidden_states: ClassVar[bool] = False
+    eval_device: ClassVar[Optional[str]] = None
     conv1d_to_linear = False
 
     def __init__(self, ctx: TechniqueContext | None = None):
         self.ctx = ctx
         self.p = ctx.params if ctx is not None else self.Params()
+
+    @classmethod
+    def check(cls, params, task, has_source: bool) -> None:
+        return None
 
     def initial_model(self):
         return None
@@ -82,3 +108,9 @@ class NoOp:
 
     def finalize(self, model):
         return model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None

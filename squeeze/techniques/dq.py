@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from squeeze import quant
+from squeeze import families, quant
 from squeeze.techniques.base import NoOp
 
 
@@ -25,9 +25,7 @@ def check_conv1d_conversion(model: torch.nn.Module) -> int:
     Raises:
         AssertionError: if the converted model's logits differ.
     """
-    from transformers.pytorch_utils import Conv1D
-
-    if not any(isinstance(m, Conv1D) for m in model.modules()):
+    if not families.has_conv1d(model):
         return 0
     model.eval()
     ids = torch.arange(0, 12).remainder(model.config.vocab_size).unsqueeze(0)
@@ -57,6 +55,8 @@ def quantize(model: torch.nn.Module, embeddings: bool) -> tuple[torch.nn.Module,
 class DQ(NoOp):
     name = "dq"
     Params = DQParams
+    post_training = True
+    needs_source = "the sweep whose fine-tuned models it quantizes"
     eval_device = "cpu"
 
     def finalize(self, model):

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from squeeze import families
 from squeeze.techniques.base import NoOp
-
-LAYER_PATHS = {"bert": "encoder.layer.", "gpt2": "transformer.h."}
 
 
 class PruneParams(BaseModel):
@@ -30,20 +30,7 @@ class PruneParams(BaseModel):
     rewind: bool = False
 
 
-def prunable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """The weights IMP prunes: Linear/Conv1D weights inside the transformer layers.
-
-    Raises:
-        ValueError: for a model type with no known layer path.
-    """
-    from transformers.pytorch_utils import Conv1D
-
-    mtype = model.config.model_type
-    path = LAYER_PATHS.get(mtype)
-    if path is None:
-        raise ValueError(f"IMP does not know where the layers of a {mtype!r} model are; known: {sorted(LAYER_PATHS)}")
-    return {f"{n}.weight": m.weight for n, m in model.named_modules()
-            if isinstance(m, (torch.nn.Linear, Conv1D)) and path in n + "."}
+prunable = families.prunable  # Linear/Conv1D weights inside the transformer layers, per family
 
 
 def sparsity(weights: dict[str, torch.Tensor]) -> float:
@@ -95,9 +82,19 @@ class _Masked(NoOp):
                 w.mul_(self.masks[name])
 
 
+def _pack(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.detach().to("cpu").numpy().ravel()))
+
+
+def _unpack(bits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    flat = np.unpackbits(bits.numpy(), count=like.numel()).astype(bool)
+    return torch.from_numpy(flat).reshape(like.shape).to(like.device)
+
+
 class ImpPrune(_Masked):
     name = "imp_prune"
     Params = PruneParams
+    pretraining_stage = True
 
     def prepare(self, model):
         self.model = model
@@ -129,6 +126,16 @@ class ImpPrune(_Masked):
         else:
             self._apply()
 
+    def state_dict(self):
+        """Masks (bit-packed), pruned count and the events so far; the rewind point is the pre-trained model,
+        rebuilt by ``prepare``, so it is not stored."""
+        return {"n_pruned": self.n_pruned, "events": self.events, **{f"mask.{k}": _pack(m) for k, m in self.masks.items()}}
+
+    def load_state_dict(self, state):
+        self.n_pruned, self.events = int(state["n_pruned"]), list(state["events"])
+        self.masks = {k: _unpack(state[f"mask.{k}"], w) for k, w in self.weights.items()}
+        self._apply()
+
     def finalize(self, model):
         if self.n_pruned < self.target:
             self.prune_once(-1, forced=True)  # too few steps for the schedule: reach X at the end, flagged
@@ -143,9 +150,11 @@ class ImpPrune(_Masked):
 
 
 class Imp(_Masked):
-    """Fine-tune with the mask of the pruned model fixed (zeros are the mask)."""
+    """Fine-tune with the mask of the pruned model fixed (zeros are the mask, read from the source model)."""
 
     name = "imp"
+    needs_source = "the imp_prune sweep whose pruned models it fine-tunes (or an imp sweep, for dq+imp)"
+    source_technique = ("imp_prune", "imp")
 
     def prepare(self, model):
         self.weights = prunable(model)

@@ -7,7 +7,8 @@ best-validation baseline trial, or a folder). Loss:
     (1 - a) CE + a T^2 KL(softmax(t/T) || softmax(s/T)) + b sum_j || hs_j/|hs_j| - ht_m(j)/|ht_m(j)| ||^2
 
 with the skip mapping m(j) = j * (L_teacher // k), j = 1..k-1 (12 -> 6: layers 2, 4, 6, 8, 10).
-Hidden states are compared at the [CLS] vector (sentiment), every labelled token (NER) or the
+Hidden states are compared where the task says (``Task.pkd_positions``): the token a sequence
+head reads ([CLS] for encoders, the last token for decoders), every labelled token (NER) or the
 reply tokens (dialogue); for dialogue the KL uses the teacher's top-k logits. Teacher outputs
 are computed once and cached (``squeeze.teacher_cache``) unless ``teacher_cache: false``.
 """
@@ -18,14 +19,10 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from squeeze import models, serialize
+from squeeze import families, models, serialize
 from squeeze.techniques.base import NoOp
-
-LAYER_LISTS = {"bert": ("encoder", "layer"), "gpt2": ("h",)}
-POSITIONS = {"sentiment": "cls", "ner": "labelled", "dialogue": "reply"}
-TEACHER_FORWARDS = [0]  # counted so tests can prove the cache saves teacher passes
 
 
 class PKDParams(BaseModel):
@@ -40,33 +37,16 @@ class PKDParams(BaseModel):
 
     @field_validator("teacher")
     @classmethod
-    def _usable(cls, v):
+    def _usable(cls, v, info: ValidationInfo):
+        """On the driver (validation context ``driver``), a folder is made absolute and must be a squeeze model."""
         from pathlib import Path
 
-        if v is None or v.startswith("runs:/") or (Path(v) / serialize.FORMAT_FILE).is_file():
+        if v is None or v.startswith("runs:/") or not (info.context or {}).get("driver"):
             return v
+        path = Path(v).expanduser().resolve()
+        if (path / serialize.FORMAT_FILE).is_file():
+            return str(path)
         raise ValueError(f"teacher {v!r} is neither runs:/<MLflow run id> nor a model folder saved by squeeze")
-
-
-def layer_list(model) -> torch.nn.ModuleList:
-    node = model.base_model
-    for attr in LAYER_LISTS[model.config.model_type]:
-        node = getattr(node, attr)
-    return node
-
-
-def truncate(model, k: int):
-    """Keep the embeddings and the first ``k`` layers (in place)."""
-    layers = layer_list(model)
-    if k > len(layers):
-        raise ValueError(f"student depth {k} exceeds the model's {len(layers)} layers")
-    node = model.base_model
-    path = LAYER_LISTS[model.config.model_type]
-    for attr in path[:-1]:
-        node = getattr(node, attr)
-    setattr(node, path[-1], torch.nn.ModuleList(list(layers)[:k]))
-    model.config.num_hidden_layers = k
-    return model
 
 
 def skip_mapping(teacher_layers: int, k: int) -> list[int]:
@@ -95,18 +75,22 @@ def pkd_loss(ce, s_logits, t_logits, s_hidden, t_hidden, *, alpha, temperature, 
     return (1 - alpha) * ce + alpha * T * T * kl + beta * pt
 
 
-def positions(kind: str, labels: torch.Tensor) -> list[torch.Tensor]:
-    """Per example, the token positions whose hidden states are distilled."""
-    if kind == "cls":
-        return [torch.zeros(1, dtype=torch.long, device=labels.device) for _ in range(labels.shape[0])]
-    return [(row != -100).nonzero().flatten() for row in labels]
+def positions(kind: str, batch: dict, pooled: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Per example, the token positions whose hidden states are distilled.
+
+    ``sequence``: the token the classification head reads (``pooled``, from the model family);
+    ``labelled``: every token with a label (NER's first sub-words); ``reply``: the reply tokens.
+    """
+    if kind == "sequence":
+        return [p.reshape(1) for p in pooled]
+    return [(row != -100).nonzero().flatten() for row in batch["labels"]]
 
 
-def extract(kind: str, logits, hidden, labels, layers: list[int], top_k: int | None):
+def extract(kind: str, logits, hidden, batch: dict, layers: list[int], top_k: int | None, pooled=None):
     """Per-example (logits, hidden) rows to distill: what the cache stores and the student matches."""
     out = []
-    for b, pos in enumerate(positions(kind, labels)):
-        if kind == "cls":
+    for b, pos in enumerate(positions(kind, batch, pooled)):
+        if kind == "sequence":
             lg = logits[b : b + 1]
         elif kind == "reply":
             lg = logits[b, pos - 1]  # the logit at p-1 predicts the reply token at p
@@ -125,6 +109,14 @@ class PKD(NoOp):
     Params = PKDParams
     needs_hidden_states = True
 
+    @classmethod
+    def check(cls, params, task, has_source):
+        if task.pkd_positions is None:
+            raise ValueError(f"technique 'pkd' does not apply to task {task.name!r} (it declares no positions to distil)")
+        if not has_source and not params.teacher:
+            raise ValueError("technique 'pkd' needs a teacher: `source: {sweep: <baseline sweep>, select: best}` "
+                             "or params.pkd.teacher (a model folder saved by squeeze)")
+
     def __init__(self, ctx):
         super().__init__(ctx)
         folder = self.p.teacher or ctx.source_dir
@@ -132,9 +124,9 @@ class PKD(NoOp):
             raise ValueError("pkd needs a teacher: set `source: {sweep: <baseline sweep>}` or params.pkd.teacher")
         self.teacher = serialize.load(folder).to(ctx.device).eval()
         self.teacher_id = ctx.source_id or folder
-        self.kind = POSITIONS[ctx.task.name]
+        self.kind = ctx.task.pkd_positions
         self.top_k = self.p.top_k if self.kind == "reply" else None
-        n_teacher = len(layer_list(self.teacher))
+        n_teacher = families.depth(self.teacher)
         self.k = self.p.layers or max(1, n_teacher // 2)
         self.t_layers = skip_mapping(n_teacher, self.k)
         self.s_layers = list(range(1, self.k))
@@ -142,15 +134,20 @@ class PKD(NoOp):
 
     def initial_model(self):
         ctx = self.ctx
-        student = models.build_model(ctx.model_name, ctx.task.auto_class, ctx.prepared.tokenizer, seed=ctx.seed,
-                                     labels=ctx.prepared.labels)
-        return truncate(student, self.k)
+        student = models.build_model(ctx.model_name, ctx.task.head(ctx.prepared.tokenizer), ctx.prepared.tokenizer,
+                                     seed=ctx.seed, labels=ctx.prepared.labels)
+        return families.truncate(student, self.k)
+
+    def _pooled(self, model, batch):
+        if self.kind != "sequence":
+            return None
+        return families.pooled_positions(model, batch["attention_mask"])
 
     def teacher_rows(self, batch):
-        TEACHER_FORWARDS[0] += 1
         with torch.no_grad():
             out = self.teacher(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
-        return extract(self.kind, out.logits, out.hidden_states, batch["labels"], self.t_layers, self.top_k)
+        return extract(self.kind, out.logits, out.hidden_states, batch, self.t_layers, self.top_k,
+                       self._pooled(self.teacher, batch))
 
     def prepare(self, model):
         if self.p.teacher_cache:
@@ -164,7 +161,8 @@ class PKD(NoOp):
             rows = self.cache.rows(indices, device=outputs.logits.device)
         else:
             rows = self.teacher_rows(batch)
-        mine = extract(self.kind, outputs.logits, outputs.hidden_states, batch["labels"], self.s_layers, None)
+        mine = extract(self.kind, outputs.logits, outputs.hidden_states, batch, self.s_layers, None,
+                       self._pooled(self.teacher, batch))
         t_idx = torch.cat([r[1] for r in rows]) if self.top_k is not None else None
         s_hidden = [torch.cat([m[2][j] for m in mine]) for j in range(len(self.s_layers))]
         t_hidden = [torch.cat([r[2][j] for r in rows]) for j in range(len(self.t_layers))]

@@ -27,13 +27,13 @@ class QAT(NoOp):
 
     def prepare(self, model):
         self.conv1d_to_linear = bool(check_conv1d_conversion(model))
-        n = quant.add_fake_quant(model, embeddings=self.p.embeddings)
+        self.handles = quant.add_fake_quant(model, embeddings=self.p.embeddings)
         if self.ctx is not None:
-            self.ctx.info["quant/fake_quant_modules"] = n
+            self.ctx.info["quant/fake_quant_modules"] = quant.fake_quant_modules(model)
         return model
 
     def finalize(self, model):
-        quant.remove_fake_quant(model)
+        quant.remove_fake_quant(model, self.handles)
         model, counts = quantize(model, self.p.embeddings)
         if self.ctx is not None:
             self.ctx.info.update({k: v for k, v in counts.items() if k != "quant/conv1d_converted"})

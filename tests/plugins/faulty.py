@@ -20,6 +20,7 @@ class FailParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: str = "raise"          # raise | nan | none
     at_epoch: int = 1
+    at_step: int = 0             # > 0: fail after this optimizer step instead (mid-epoch)
     steps_per_epoch: int = 1
     only_seed: int = -1          # fail only in the trial with this seed (-1: every trial)
     marker: str = ""             # fail only while this file does not exist (then create it)
@@ -34,8 +35,8 @@ class FailOnce(NoOp):
         self.model = model
         return model
 
-    def _armed(self, epoch: int) -> bool:
-        if self.p.mode == "none" or epoch != self.p.at_epoch:
+    def _armed(self, epoch: int, step: int) -> bool:
+        if self.p.mode == "none" or (step != self.p.at_step if self.p.at_step else epoch != self.p.at_epoch):
             return False
         if self.p.only_seed >= 0 and self.ctx.seed != self.p.only_seed:
             return False
@@ -49,10 +50,10 @@ class FailOnce(NoOp):
         if self.p.sleep_s:
             time.sleep(self.p.sleep_s)
         epoch = (step - 1) // self.p.steps_per_epoch
-        if (step - 1) % self.p.steps_per_epoch or not self._armed(epoch):
+        if (not self.p.at_step and (step - 1) % self.p.steps_per_epoch) or not self._armed(epoch, step):
             return
         if self.p.mode == "raise":
-            raise RuntimeError(f"injected failure at epoch {epoch}")
+            raise RuntimeError(f"injected failure at step {step} (epoch {epoch})")
         with torch.no_grad():
             for p in self.model.parameters():
                 p.fill_(float("nan"))

@@ -1,0 +1,196 @@
+"""One trial's science, without Ray or MLflow: task + techniques + loop, the final evaluation, its
+costs, and the save -> reload parity check.
+
+    recipe = Recipe(cfg, prepared, cache_dir=".squeeze_cache")   # cfg: a SweepCfg with one trial's values
+    for epoch in recipe.fit():
+        print(recipe.epoch_metrics(epoch))
+    final = recipe.finish(out_dir)      # model/, predictions/, config/ written under out_dir
+
+The Ray trainable (``squeeze.trial``) adds reporting, checkpoints and the MLflow run around this
+object; tests and benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import yaml
+
+from squeeze import checkpoint, measure, models, quant, serialize, telemetry
+from squeeze.loop import EpochResult, Loop, seed_everything
+from squeeze.prepare import Prepared
+from squeeze.registry import get_task, get_technique_class
+from squeeze.search_space import technique_params
+from squeeze.techniques.base import TechniqueContext
+
+
+@dataclass
+class Final:
+    """What a finished trial produced: its metrics and tags, the power trace, and the folder of outputs."""
+
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    power_trace: list[tuple[int, float]]
+    out: Path
+
+
+def _device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+class Recipe:
+    """Build and run one trial of a sweep (``cfg`` resolved: one value per searched field)."""
+
+    def __init__(self, cfg, prepared: Prepared, *, cache_dir: str | Path, source_dir: str | None = None,
+                 source_id: str | None = None, log_metrics: Callable[[dict, int], None] | None = None):
+        self.cfg, self.prepared, self.cache_dir = cfg, prepared, str(cache_dir)
+        self.task = get_task(cfg.task)
+        tc = cfg.train
+        self.threads = tc.num_threads or max(1, int(cfg.resources.cpu))
+        torch.set_num_threads(self.threads)
+        seed_everything(tc.seed)
+        self.device = _device(tc.device)
+        self.log_metrics = log_metrics or (lambda metrics, step: None)
+        self.hooks = [get_technique_class(name)(self._context(name, source_dir, source_id)) for name in cfg.technique]
+        self.head = self.task.head(prepared.tokenizer)
+        model = self._initial_model(source_dir)
+        self.loop = Loop(model, hooks=self.hooks, train=prepared.features["train"], pad_id=prepared.pad_id,
+                         evaluate=lambda m: self.evaluate(m)[0], primary=self.task.primary_metric, mode=self.task.mode,
+                         lr=tc.lr, epochs=tc.epochs, batch_size=tc.batch_size, warmup_ratio=tc.warmup_ratio,
+                         weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, seed=tc.seed,
+                         max_steps=tc.max_steps, device=self.device, precision=tc.precision, compile=tc.compile,
+                         num_workers=tc.num_workers)
+        self.gpu_share = cfg.resources.gpu if 0 < cfg.resources.gpu < 1 else 1.0
+        self.train_meter = None
+
+    def _context(self, name: str, source_dir, source_id) -> TechniqueContext:
+        tc = self.cfg.train
+        return TechniqueContext(task=self.task, prepared=self.prepared, model_name=self.cfg.model.name,
+                                params=technique_params(self.cfg, name), evaluate=lambda m: self.evaluate(m)[0],
+                                log_metrics=lambda metrics, step: self.log_metrics(metrics, step),
+                                cache_dir=self.cache_dir, seed=tc.seed, device=self.device, source_dir=source_dir,
+                                source_id=source_id)
+
+    def _initial_model(self, source_dir):
+        for hook in self.hooks:
+            model = hook.initial_model()
+            if model is not None:
+                return model
+        p, seed = self.prepared, self.cfg.train.seed
+        if source_dir is None:
+            return models.build_model(self.cfg.model.name, self.head, p.tokenizer, seed=seed, labels=p.labels)
+        return models.from_source(source_dir, self.head, p.tokenizer, seed=seed, labels=p.labels)
+
+    def evaluate(self, model, split: str = "dev", final: bool = False, on=None) -> tuple[dict, list[dict]]:
+        p, tc = self.prepared, self.cfg.train
+        return self.task.evaluate(model, p.features[split], p.examples[split], tokenizer=p.tokenizer, labels=p.labels,
+                                  batch_size=tc.eval_batch_size, device=on or self.device, eval_cfg=self.cfg.eval,
+                                  final=final)
+
+    # ---------------------------------------------------------------- training
+    def restore(self, directory: str | Path) -> None:
+        """Continue from a checkpoint written by ``save_checkpoint`` (model, optimizer, loop, technique state)."""
+        checkpoint.load(self.loop, directory)
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        return checkpoint.save(self.loop, directory)
+
+    def fit(self) -> Iterator[EpochResult]:
+        """Train the remaining epochs, metered; yields after each epoch's dev evaluation."""
+        self.train_meter = telemetry.EnergyMeter(self.cfg.energy.power_interval_s, gpu_share=self.gpu_share).start()
+        yield from self.loop.fit()
+
+    @staticmethod
+    def epoch_metrics(res: EpochResult) -> dict[str, float]:
+        metrics = {f"val/{k}": v for k, v in res.metrics.items()}
+        metrics.update({"train/loss": res.train_loss, "train/padding_fraction": res.padding_fraction,
+                        "train/samples_per_s": res.samples_per_s, "time/epoch_train_s": res.train_s})
+        return metrics
+
+    # ---------------------------------------------------------------- the end of a trial
+    def finish(self, out: str | Path) -> Final:
+        """Best weights, technique finalization (int8, mask checks), dev/test, costs, size, latency, and the
+        model saved in its real format, loaded back and re-evaluated (``parity/ok``)."""
+        out = Path(out)
+        if self.train_meter is None:  # nothing left to train (a post-training technique, or resumed at the end)
+            self.train_meter = telemetry.EnergyMeter(self.cfg.energy.power_interval_s, gpu_share=self.gpu_share).start()
+        self.loop.load_best()
+        model = self.loop.finalize()
+        self.train_meter.stop()
+        eval_on = next((h.eval_device for h in self.hooks if h.eval_device), self.device)
+        model = model.to(eval_on)
+        eval_meter = telemetry.EnergyMeter(self.cfg.energy.power_interval_s, gpu_share=self.gpu_share).start()
+        val, _ = self.evaluate(model, "dev", on=eval_on)
+        test, predictions = self.evaluate(model, "test", final=True, on=eval_on)
+        eval_meter.stop()
+        costs, tags = self._costs(eval_meter)
+        final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}, **costs}
+        final.update(measure.size(model))
+        if self.cfg.measure.latency:
+            lat, lat_tags = self._latency(model, eval_on)
+            final.update(lat)
+            tags.update(lat_tags)
+        state = self.loop.state
+        if state.best is not None:
+            final.update({f"best/val_{self.task.primary_metric}": state.best, "best/epoch": state.best_epoch})
+        for hook in self.hooks:
+            final.update(hook.ctx.info)
+        self._write(out, model, predictions)
+        final.update(self._parity(out / "model", test, eval_on))
+        (out / "config" / "result.json").write_text(json.dumps(final, indent=1))
+        return Final(final, tags, self.train_meter.trace(), out)
+
+    def _costs(self, eval_meter) -> tuple[dict, dict]:
+        """Energy, CO2 and time of the training and evaluation phases, and their sum."""
+        tr, tags = self.train_meter.metrics("train_")
+        ev, _ = eval_meter.metrics("eval_")
+        out = {**tr, **ev}
+        for kind in ("gpu_kwh", "cpu_kwh", "total_kwh"):
+            out[f"energy/{kind}"] = tr[f"energy/train_{kind}"] + ev[f"energy/eval_{kind}"]
+        if "power/train_gpu_avg_w" in tr:
+            out["power/gpu_avg_w"] = tr["power/train_gpu_avg_w"]
+        energy = self.cfg.energy
+        out = telemetry.with_co2(out, energy.carbon_intensity, energy.pue)
+        out["time/train_s"], out["time/eval_s"] = tr["time/train_s"], ev["time/eval_s"]
+        tags.update({"energy/carbon_intensity_g_per_kwh": str(energy.carbon_intensity), "energy/pue": str(energy.pue)})
+        return out, tags
+
+    def _latency(self, model, eval_on) -> tuple[dict, dict]:
+        tc, m = self.cfg.train, self.cfg.measure
+        kw = dict(batch_size=tc.eval_batch_size, threads=self.threads, repeats=m.latency_repeats, examples=m.latency_examples)
+        test = self.prepared.features["test"]
+        out, tags = measure.latency(model, test, self.prepared.pad_id, device="cpu", **kw)
+        int8 = quant.is_int8(model)
+        if torch.cuda.is_available() and not int8:
+            gpu, gtags = measure.latency(model, test, self.prepared.pad_id, device="cuda", **kw)
+            out.update(gpu)
+            tags.update(gtags)
+            model.to(eval_on)
+        else:
+            tags["latency/gpu"] = "int8 runs on CPU only" if int8 else "no GPU"
+        return out, tags
+
+    def _write(self, out: Path, model, predictions: list[dict]) -> None:
+        conv1d = any(h.conv1d_to_linear for h in self.hooks)
+        serialize.save(model, out / "model", auto_class=self.head, conv1d_to_linear=conv1d)
+        self.prepared.tokenizer.save_pretrained(out / "model")
+        (out / "predictions").mkdir(parents=True, exist_ok=True)
+        with open(out / "predictions" / "test.jsonl", "w") as fh:
+            for row in predictions:
+                fh.write(json.dumps(row) + "\n")
+        (out / "config").mkdir(parents=True, exist_ok=True)
+        (out / "config" / "trial.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+
+    def _parity(self, model_dir: Path, test: dict, eval_on) -> dict[str, float]:
+        reloaded = serialize.load(model_dir).to(eval_on)
+        again, _ = self.evaluate(reloaded, "test", on=eval_on)
+        primary = self.task.primary_metric
+        diff = abs(again[primary] - test[primary])
+        return {"parity/ok": float(diff == 0.0), "parity/abs_diff": diff,
+                "size/disk_mb": serialize.disk_bytes(model_dir) / 2**20}
