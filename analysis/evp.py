@@ -36,7 +36,10 @@ def _weights(N: int, n: int, method: str) -> np.ndarray:
     i = np.arange(1, N + 1, dtype=float)
     if method == "with_replacement":
         return (i / N) ** n - ((i - 1) / N) ** n
-    return np.array([comb(k - 1, n - 1) for k in range(1, N + 1)], dtype=float) / comb(N, n)
+    # C(k-1, n-1) / C(N, n) divided as Python integers (correctly rounded): the binomials themselves overflow a
+    # float from N of about 1,000 on
+    total = comb(N, n)
+    return np.array([comb(k - 1, n - 1) / total for k in range(1, N + 1)])
 
 
 def _check(N: int, n: int, method: str, mode: str) -> None:

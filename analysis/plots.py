@@ -71,14 +71,23 @@ def prune_ppl(hist: pd.DataFrame, out: Path) -> Path:
     return _save(fig, out / "prune_ppl.png")
 
 
-def pareto_front(points: pd.DataFrame, cost: str, metric: str, mode: str) -> pd.DataFrame:
-    """Rows not dominated: no other row is at most as costly and at least as good, and better in one."""
+def pareto_front(points: pd.DataFrame, cost: str, metric: str, mode: str, lo: str | None = None,
+                 hi: str | None = None) -> pd.DataFrame:
+    """Rows not dominated: no other row is at most as costly and at least as good, and better in one.
+
+    With ``lo``/``hi`` (a measured spread, latency's p10/p90), costs whose spreads overlap count as equal: a
+    cost difference inside the noise never makes one row dominate another.
+    """
     p = points.dropna(subset=[cost, metric])
     sign = 1 if mode == "max" else -1
+    low = p[lo].fillna(p[cost]) if lo in p else p[cost]
+    high = p[hi].fillna(p[cost]) if hi in p else p[cost]
     keep = []
     for i, r in p.iterrows():
-        dominated = ((p[cost] <= r[cost]) & (sign * p[metric] >= sign * r[metric]) &
-                     ((p[cost] < r[cost]) | (sign * p[metric] > sign * r[metric]))).any()
+        tie = (low <= high[i]) & (low[i] <= high)
+        cheaper = high < low[i]
+        dominated = (((p[cost] <= r[cost]) | tie) & (sign * p[metric] >= sign * r[metric]) &
+                     (cheaper | (sign * p[metric] > sign * r[metric]))).any()
         if not dominated:
             keep.append(i)
     return p.loc[keep].sort_values(cost)
@@ -94,7 +103,8 @@ def pareto(df: pd.DataFrame, task: str, cost: str, out: Path) -> Path:
     if usable:
         for tech, g in rows.groupby("technique"):
             ax.scatter(g[cost], g[metric], label=tech, s=18)
-        front = pareto_front(rows, cost, metric, mode)
+        spread = (cost.replace("_ms_", "_p10_ms_"), cost.replace("_ms_", "_p90_ms_")) if "latency" in cost else (None, None)
+        front = pareto_front(rows, cost, metric, mode, *spread)
         ax.plot(front[cost], front[metric], color="black", lw=1, label="Pareto front")
         ax.legend(fontsize=8)
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import plots, tables
-from analysis.recommend import recommend
+from analysis.recommend import baseline_above_chance, recommend
 from analysis.runs import load_prune_histories, load_runs
 
 GRID_NOTE = ("**Note.** These trials come from a grid search. The EVP estimators (Dodge et al. 2019, 2021) assume "
@@ -54,6 +54,10 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
               "## Costs", "", tables.render(parts["costs"], "markdown"), "",
               "## Table 3: settings", "", tables.render(parts["table3"], "markdown"), "", "## Recommendation", ""]
     for task in tables.report_tasks(df):
+        ok, why = baseline_above_chance(df, task)
+        if not ok:
+            lines += [f"- **{task}**: no recommendation: {why}."]
+            continue
         try:
             rec = recommend(df, task, max_drop_pct=1.0)
         except ValueError as exc:
@@ -63,8 +67,24 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
         pick = ok.sort_values("size/disk_mb").iloc[0] if len(ok) else None
         lines += [f"- **{task}**: " + (f"`{pick['technique']}` is the smallest technique within 1% of the baseline "
                                        f"({pick['size/disk_mb']:.3g} MB)." if pick is not None else "no technique stays within 1% of the baseline.")]
+    lines += _prune_section(df)
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _prune_section(df) -> list[str]:
+    """The IMP prune stage's trials: schedule, events, reached sparsity, and whether the last prune was forced."""
+    rows = df[df["technique"] == "imp-prune"]
+    if rows.empty:
+        return []
+    cols = [c for c in ("sweep", "X", "Y", "params.imp_prune.step_of", "prune/events", "prune/final_sparsity",
+                        "prune/forced", "test/ppl", "test/word_ppl", "run_id") if c in rows]
+    out = ["", "## IMP prune stage", "", tables.render(rows[cols].reset_index(drop=True), "markdown"), ""]
+    forced = rows[rows.get("prune/forced", 0) == 1] if "prune/forced" in rows else rows.iloc[0:0]
+    if len(forced):
+        out += [f"**{len(forced)} prune trial(s) reached X only by a forced final prune** (the schedule needed more "
+                "steps than training ran): their masks were not found iteratively.", ""]
     return out
 
 

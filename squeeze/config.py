@@ -19,7 +19,6 @@ A file holds one experiment with one or more sweeps::
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -28,11 +27,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from squeeze import search_space
+from squeeze.overrides import ConfigError, deep_merge, post_training, without_training
+from squeeze.overrides import apply_overrides as _apply
 from squeeze.registry import get_task_class, get_technique_class
-
-
-class ConfigError(ValueError):
-    """A config problem a user can act on; the CLI prints it and exits with code 2."""
 
 
 class _Strict(BaseModel):
@@ -67,12 +64,6 @@ class TrainCfg(_Strict):
     num_threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per CPU given to the trial)")
     num_workers: int = Field(-1, ge=-1, description="DataLoader processes collating batches (-1: 2 on CUDA, "
                                                     "0 on CPU, where they would take cores from training)")
-
-
-# train fields that only mean something when a sweep trains: post-training sweeps (dq) take none of
-# them from `defaults` or from a global override (max_length, device, threads, precision still apply)
-TRAINING_ONLY = ("lr", "epochs", "batch_size", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "compile",
-                 "num_workers")
 
 
 class ModelCfg(_Strict):
@@ -191,7 +182,7 @@ class EnergyCfg(_Strict):
 
 class MeasureCfg(_Strict):
     latency: bool = True
-    latency_repeats: int = Field(5, ge=1)
+    latency_repeats: int = Field(10, ge=1, description="timed passes over the examples (median, p10, p90)")
     latency_examples: int = Field(16, ge=1, description="test examples timed one at a time")
 
 
@@ -324,91 +315,6 @@ class RunCfg(_Strict):
         return self
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def _post_training(sweep: dict, defaults: dict) -> bool:
-    """Does this raw sweep run a post-training technique? (unknown names: False, the schema reports them)"""
-    techs = sweep.get("technique", defaults.get("technique", ["finetune"]))
-    try:
-        return any(get_technique_class(t).post_training for t in ([techs] if isinstance(techs, str) else techs))
-    except (KeyError, TypeError):
-        return False
-
-
-def _without_training(defaults: dict) -> dict:
-    out = copy.deepcopy(defaults)
-    if isinstance(out.get("train"), dict):
-        out["train"] = {k: v for k, v in out["train"].items() if k not in TRAINING_ONLY}
-    return out
-
-
-def _node(doc: Any, part: str, key: str) -> Any:
-    if isinstance(doc, list):
-        if part.lstrip("-").isdigit():
-            if not -len(doc) <= int(part) < len(doc):
-                raise ConfigError(f"override {key}: index {part} is out of range ({len(doc)} entries)")
-            return int(part)
-        names = [s.get("name") if isinstance(s, dict) else None for s in doc]
-        if part not in names:
-            raise ConfigError(f"override {key}: no sweep named {part!r}; sweeps: {', '.join(map(str, names))}")
-        return names.index(part)
-    if not isinstance(doc, dict):
-        raise ConfigError(f"override {key}: {part!r} is inside a value that is not a mapping")
-    return part
-
-
-def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
-    """Set ``a.b.0.c`` (list items by index, sweeps also by name) in a raw document."""
-    node: Any = doc
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        k = _node(node, p, dotted)
-        if isinstance(node, dict) and not isinstance(node.get(k), (dict, list)):
-            node[k] = {}
-        node = node[k]
-    node[_node(node, parts[-1], dotted)] = value
-
-
-def apply_overrides(raw: dict, overrides: list[str], notes: list[str] | None = None) -> dict:
-    """Apply ``key=value`` overrides; keys of a sweep (``train.epochs``) apply to every sweep.
-
-    A training-only ``train.*`` key (``TRAINING_ONLY``) is not applied to post-training sweeps, which
-    train 0 epochs whatever it says; ``notes`` collects what was left out. ``sweeps.<name>.<field>``
-    (or ``sweeps.<index>.<field>``) addresses one sweep.
-    """
-    raw = copy.deepcopy(raw)
-    defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=1")
-        key, text = item.split("=", 1)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.problem})") from None
-        head = key.split(".")[0]
-        if head in SweepCfg.model_fields and head not in RunCfg.model_fields:
-            skipped = []
-            for sweep in raw.get("sweeps") or []:
-                if key.startswith("train.") and key.split(".")[1] in TRAINING_ONLY and _post_training(sweep, defaults):
-                    skipped.append(str(sweep.get("name")))
-                    continue
-                _set_dotted(sweep, key, value)
-            if skipped and notes is not None:
-                notes.append(f"{item} not applied to post-training sweeps (they train 0 epochs): {', '.join(skipped)}")
-        elif head not in RunCfg.model_fields and head != "defaults":
-            raise ConfigError(f"override {key}: unknown key {head!r}; a sweep field (train.epochs), a top-level "
-                              f"field ({', '.join(RunCfg.model_fields)}) or defaults.<field>")
-        else:
-            _set_dotted(raw, key, value)
-    return raw
-
-
 def _format_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
@@ -437,7 +343,7 @@ def parse(raw: Any, source: str = "<config>") -> RunCfg:
     if not isinstance(defaults, dict):
         raise ConfigError(f"{source}: defaults: must be a mapping")
     if isinstance(raw.get("sweeps"), list):
-        raw["sweeps"] = [_deep_merge(_without_training(defaults) if _post_training(s, defaults) else defaults, s)
+        raw["sweeps"] = [deep_merge(without_training(defaults) if post_training(s, defaults) else defaults, s)
                          if isinstance(s, dict) else s for s in raw["sweeps"]]
     try:
         return RunCfg.model_validate(raw, context={"driver": True})
@@ -457,3 +363,8 @@ def load(path: str | os.PathLike, overrides: list[str] | None = None, notes: lis
     if isinstance(raw, dict):
         raw = apply_overrides(raw, overrides or [], notes)
     return parse(raw, str(path))
+
+
+def apply_overrides(raw: dict, overrides: list[str], notes: list[str] | None = None) -> dict:
+    """``key=value`` overrides on a raw sweep file (see ``squeeze.overrides``)."""
+    return _apply(raw, overrides, set(SweepCfg.model_fields) - set(RunCfg.model_fields), set(RunCfg.model_fields), notes)

@@ -69,8 +69,10 @@ class Loop:
     def __init__(self, model, *, hooks, train: list[dict], pad_id: int, evaluate: Callable[[torch.nn.Module], dict],
                  primary: str, mode: str, lr: float, epochs: int, batch_size: int, warmup_ratio: float,
                  weight_decay: float, max_grad_norm: float, seed: int, max_steps: int = 0, device="cpu",
-                 precision: str = "fp32", compile: bool = False, num_workers: int = -1):
+                 precision: str = "fp32", compile: bool = False, num_workers: int = -1,
+                 transform: Callable[[dict, torch.Generator], dict] | None = None):
         self.hooks, self.train, self.pad_id, self.evaluate = list(hooks), train, pad_id, evaluate
+        self.transform = transform  # per training batch, with a generator seeded per epoch (fresh MLM masks)
         self.primary, self.mode, self.epochs, self.batch_size = primary, mode, epochs, batch_size
         self.max_grad_norm, self.seed, self.device = max_grad_norm, seed, torch.device(device)
         self.num_workers = (2 if self.device.type == "cuda" else 0) if num_workers < 0 else num_workers
@@ -83,8 +85,10 @@ class Loop:
         self.lengths = [len(f["input_ids"]) for f in train]
         steps_per_epoch = math.ceil(len(train) / batch_size)
         self.total_steps = min(steps_per_epoch * epochs, max_steps or steps_per_epoch * epochs)
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases and norms: no decay
+        # every parameter, frozen or not: a technique may freeze some for a while (IMP's head warm-up);
+        # a parameter without a gradient is skipped by the optimizer
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        rest = [p for p in model.parameters() if p.ndim < 2]  # biases and norms: no decay
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
         self.optimizer = _adamw(groups, lr, self.device)
         warmup = int(warmup_ratio * self.total_steps)
@@ -140,9 +144,12 @@ class Loop:
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks depend on (seed, epoch): exact resume
         loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no host sync per step
         n_batches = padded = real = samples = 0
+        draws = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         for idx, batch in self._batches(epoch):
             if self.state.step >= self.total_steps:
                 break
+            if self.transform is not None:
+                batch = self.transform(batch, draws)
             real += sum(self.lengths[i] for i in idx)
             padded += batch["input_ids"].numel()
             loss_sum += self._step(to_device(batch, self.device), idx)

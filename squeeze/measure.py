@@ -2,8 +2,10 @@
 
 Size: bytes of the saved weights on disk in their real format (dense, int8, sparse), parameter
 and non-zero counts (int8 weights included), bytes in memory. Latency: a fixed thread count,
-warm-up first, then the median and p90 over repeats; per example at batch 1 and per test set
-at the evaluation batch size (the paper's "inference time"); on GPU with CUDA events.
+warm-up first, then the median, p10 and p90 over repeats; per example at batch 1 and per test set
+at the evaluation batch size (the paper's "inference time"); on GPU with CUDA events. CPU latency is
+measured by the driver after a sweep, one saved model at a time with the CPU to itself
+(``squeeze.sweep``): measured inside trials that share the CPU, two identical models differed 2x.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def time_cpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10, threads: int | None = None,
              clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median and p90 wall time (ms) of ``fn`` after ``warmup`` untimed calls, at ``threads`` threads."""
+    """Median, p10 and p90 wall time (ms) of ``fn`` after ``warmup`` untimed calls, at ``threads`` threads."""
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -62,11 +64,12 @@ def time_cpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10, th
             times.append((clock() - t0) * 1000)
     finally:
         torch.set_num_threads(old)
-    return {"median_ms": statistics.median(times), "p90_ms": percentile(times, 0.9), "threads": threads or old}
+    return {"median_ms": statistics.median(times), "p10_ms": percentile(times, 0.1), "p90_ms": percentile(times, 0.9),
+            "threads": threads or old}
 
 
 def time_gpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
-    """Median and p90 (ms) with CUDA events."""
+    """Median, p10 and p90 (ms) with CUDA events."""
     for _ in range(warmup):
         fn()
     times = []
@@ -77,7 +80,7 @@ def time_gpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10) ->
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
-    return {"median_ms": statistics.median(times), "p90_ms": percentile(times, 0.9)}
+    return {"median_ms": statistics.median(times), "p10_ms": percentile(times, 0.1), "p90_ms": percentile(times, 0.9)}
 
 
 def latency(model: torch.nn.Module, features: list[dict], pad_id: int, *, batch_size: int, threads: int,
@@ -100,6 +103,6 @@ def latency(model: torch.nn.Module, features: list[dict], pad_id: int, *, batch_
     ex = timer(lambda: run(one), warmup=1, repeats=repeats)
     ts = timer(lambda: run(full), warmup=1, repeats=max(1, repeats // 2))
     n = max(len(one), 1)
-    metrics = {f"latency/{prefix}_ms_per_example": ex["median_ms"] / n, f"latency/{prefix}_p90_ms_per_example": ex["p90_ms"] / n,
-               f"latency/{prefix}_test_set_s": ts["median_ms"] / 1000}
+    metrics = {f"latency/{prefix}_ms_per_example": ex["median_ms"] / n, f"latency/{prefix}_p10_ms_per_example": ex["p10_ms"] / n,
+               f"latency/{prefix}_p90_ms_per_example": ex["p90_ms"] / n, f"latency/{prefix}_test_set_s": ts["median_ms"] / 1000}
     return metrics, {f"latency/{prefix}_threads": str(threads) if device == "cpu" else "cuda"}

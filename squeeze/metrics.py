@@ -49,11 +49,12 @@ def perplexity(nll_sum: float, n_tokens: int) -> float:
 
 
 def generation(hypotheses: list[str], references: list[str]) -> dict[str, float]:
-    """Corpus BLEU and TER (sacrebleu) of generated replies against one reference each."""
+    """Corpus BLEU (0-100, sacrebleu's and the paper's scale) and TER as a fraction of the reference words (the
+    paper's scale, 1.016 for its GPT-2 baseline; sacrebleu reports it x 100) of generated replies."""
     import sacrebleu
 
     return {"bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
-            "ter": float(sacrebleu.corpus_ter(hypotheses, [references]).score)}
+            "ter": float(sacrebleu.corpus_ter(hypotheses, [references]).score) / 100}
 
 
 def bertscore(hypotheses: list[str], references: list[str], model_path: str, num_layers: int) -> dict[str, float]:

@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterable
 
+import torch
 import transformers
 
 from squeeze import vocab
@@ -42,22 +43,29 @@ def resolve_source(name: str) -> str:
     return minilm_path() if name == "minilm" else name
 
 
-def load_tokenizer(name: str, texts: Iterable[str], cache_dir: str | Path, vocab_size: int = 2000):
-    """The tokenizer of a model: trained and cached for tiny presets, else ``AutoTokenizer``."""
-    if name not in TINY:
-        return transformers.AutoTokenizer.from_pretrained(resolve_source(name))
+def tiny_tokenizer_dir(name: str, texts: Iterable[str], cache_dir: str | Path, vocab_size: int = 2000) -> Path:
+    """The folder of a tiny preset's tokenizer built from ``texts`` (cached by their digest)."""
     texts = list(texts)
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     out = Path(cache_dir) / "tokenizers" / f"{name}-{vocab_size}-{digest}-v2"  # v2: deterministic vocab
     if not (out / "tokenizer_config.json").is_file():
         vocab.build(TINY[name]["kind"], texts, out, vocab_size)
-    return transformers.AutoTokenizer.from_pretrained(out)
+    return out
+
+
+def load_tokenizer(name: str, texts: Iterable[str], cache_dir: str | Path, vocab_size: int = 2000):
+    """The tokenizer of a model: built and cached for tiny presets, else ``AutoTokenizer``."""
+    if name not in TINY:
+        return transformers.AutoTokenizer.from_pretrained(resolve_source(name))
+    return transformers.AutoTokenizer.from_pretrained(tiny_tokenizer_dir(name, texts, cache_dir, vocab_size))
 
 
 def build_model(name: str, auto_class: str, tokenizer, *, seed: int, labels: list[str] | None = None):
-    """Instantiate the task model: random init for tiny presets (seeded), pre-trained otherwise."""
-    import torch
+    """Instantiate the task model: random init for tiny presets (seeded), pre-trained otherwise.
 
+    ``model.squeeze_fresh`` lists the weights the pre-trained checkpoint did not hold (a new task head,
+    an LM head a package left out); empty for a tiny preset, which has nothing pre-trained to protect.
+    """
     cls = getattr(transformers, auto_class)
     label_kw = {}
     if labels is not None:
@@ -71,8 +79,10 @@ def build_model(name: str, auto_class: str, tokenizer, *, seed: int, labels: lis
             config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
             config.pad_token_id = tokenizer.pad_token_id
         model = cls.from_config(config)
+        model.squeeze_fresh = []
     else:
-        model = cls.from_pretrained(resolve_source(name), **label_kw)
+        model, info = cls.from_pretrained(resolve_source(name), output_loading_info=True, **label_kw)
+        model.squeeze_fresh = sorted(info["missing_keys"])
     return fit_embeddings(model, tokenizer)
 
 
@@ -85,20 +95,30 @@ def fit_embeddings(model, tokenizer):
     return model
 
 
-def from_source(directory: str | Path, auto_class: str, tokenizer, *, seed: int, labels: list[str] | None = None):
+def from_source(directory: str | Path, auto_class: str, tokenizer, *, seed: int, labels: list[str] | None = None,
+                pretrained: str | None = None):
     """The model a trial starts from when its sweep has a source: the source trial's saved model.
 
-    With the same head it continues as it is (a fine-tuned baseline for DQ, a pruned model for IMP);
-    with another head (a pruned MLM feeding a classifier) the shared weights are transferred and the new
-    head is initialised, seeded.
+    With the same head it continues as it is (a fine-tuned baseline for DQ, a pruned model for IMP). With
+    another head (a pruned MLM feeding a classifier) the model is the pre-trained ``pretrained`` model with
+    that head, initialised as a baseline's is (same seed), and every weight the source holds is taken from
+    the source; what the source lacks (BERT's pooler: an MLM has none) stays pre-trained, as in every other
+    technique's model. ``model.squeeze_init`` counts the tensors taken from each.
     """
-    import tempfile
-
     from squeeze import serialize
 
     source = serialize.load(directory)
     if serialize.read_format(directory)["auto_class"] == auto_class:
-        return fit_embeddings(source, tokenizer).train()
-    with tempfile.TemporaryDirectory() as tmp:
-        source.save_pretrained(tmp, safe_serialization=True)
-        return build_model(tmp, auto_class, tokenizer, seed=seed, labels=labels)
+        model = fit_embeddings(source, tokenizer).train()
+        model.squeeze_init = {"init/from_source": len(model.state_dict()), "init/from_pretrained": 0}
+        return model
+    model = build_model(pretrained or str(directory), auto_class, tokenizer, seed=seed, labels=labels)
+    theirs, ours = source.state_dict(), model.state_dict()
+    taken = {}
+    for k, v in theirs.items():
+        if k in ours and ours[k].shape[1:] == v.shape[1:] and ours[k].ndim == v.ndim:
+            rows = min(len(v), len(ours[k])) if v.ndim else None  # embeddings grown for added tokens keep the new rows
+            taken[k] = v if rows is None or rows == len(ours[k]) else torch.cat([v[:rows], ours[k][rows:]])
+    model.load_state_dict(taken, strict=False)
+    model.squeeze_init = {"init/from_source": len(taken), "init/from_pretrained": len(ours) - len(taken)}
+    return model.train()

@@ -81,6 +81,27 @@ def _load_cached(d: Path, sweep) -> Prepared | None:
     return Prepared(sweep.task, meta["data_name"], meta["sizes"], meta["labels"], tok, feats, exs, d.name)
 
 
+def shared_tokenizers(sweeps, cache_dir: str | Path) -> dict[str, str]:
+    """One tokenizer per tiny preset for a whole study: built from the training text of every sweep of the file
+    that uses the preset and has no source, in file order; returns ``{sweep name: tokenizer folder}``.
+
+    Every stage then tokenizes alike: an IMP stage inherits its prune stage's tokenizer, and its baseline must use
+    the same one for their perplexities to compare (built per sweep, the same replies were 4,310 vs 2,989 tokens).
+    """
+    texts: dict[str, list[str]] = {}
+    users: dict[str, list[str]] = {}
+    for s in sweeps:
+        if s.model.name in models.TINY and s.source is None:
+            task = get_task(s.task)
+            texts.setdefault(s.model.name, []).extend(task.texts(load_splits(task, s.data).splits["train"]))
+            users.setdefault(s.model.name, []).append(s.name)
+    out = {}
+    for preset, t in texts.items():
+        folder = str(models.tiny_tokenizer_dir(preset, t, cache_dir))
+        out.update({name: folder for name in users[preset]})
+    return out
+
+
 def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Prepared:
     """Load, split, tokenize (once per sweep; cached by data, tokenizer, model and max length).
 

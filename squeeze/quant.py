@@ -106,10 +106,11 @@ def quantize_embeddings(model: nn.Module) -> int:
 
 
 class FakeQuantWeight(nn.Module):
-    """Symmetric int8 fake quantization of a weight (straight-through gradient).
+    """Int8 fake quantization of a weight with a straight-through gradient, exactly as the deployed kernel rounds.
 
-    ``per_row`` matches ``Int8Embedding`` (one scale per row); otherwise one scale per tensor,
-    matching the weight observer of dynamic int8 Linear layers.
+    ``per_row``: one scale per row, max|w|/127 over [-127, 127], as ``Int8Embedding`` stores it. Otherwise one scale
+    per tensor, as ``quantize_dynamic``'s weight observer (``MinMaxObserver``, qint8, per-tensor symmetric) computes
+    it: max|w| / 127.5 over [-128, 127] (a 1/127 scale would simulate another kernel).
     """
 
     def __init__(self, per_row: bool):
@@ -117,18 +118,29 @@ class FakeQuantWeight(nn.Module):
         self.per_row = per_row
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        scale = _row_scale(w.detach()) if self.per_row else (w.detach().abs().max() / QMAX).clamp(min=1e-12)
-        q = torch.clamp(torch.round(w / scale), -QMAX, QMAX) * scale
+        if self.per_row:
+            scale, lo, hi = _row_scale(w.detach()), -QMAX, QMAX
+        else:
+            scale, lo, hi = (w.detach().abs().max() / 127.5).clamp(min=torch.finfo(torch.float32).eps), -128, 127
+        q = torch.clamp(torch.round(w / scale), lo, hi) * scale
         return w + (q - w).detach()
 
 
+ACT_QMIN, ACT_QMAX = 0, 127  # fbgemm's dynamic int8 Linear quantizes its input to 7 bits (reduce_range=True)
+
+
 def _fake_quant_input(module, args):
-    """Per-batch asymmetric uint8 fake quantization of a Linear input, as dynamic quantization does."""
+    """Per-batch asymmetric 7-bit fake quantization of a Linear input, as the x86 (fbgemm) dynamic int8 Linear does at
+    run time: range widened to include 0, scale (max - min) / 127, and fbgemm's choice of zero point (from whichever
+    end of the range loses less precision), rounded and clamped to [0, 127]."""
     x = args[0]
     lo, hi = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
-    scale = ((hi - lo) / 255).clamp(min=1e-12)
-    zp = torch.round(-lo / scale)
-    q = (torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale
+    scale = (hi - lo) / (ACT_QMAX - ACT_QMIN)
+    scale = torch.where(scale == 0, torch.full_like(scale, 0.1), scale)
+    from_min, from_max = ACT_QMIN - lo / scale, ACT_QMAX - hi / scale
+    closer = (abs(ACT_QMIN) + (lo / scale).abs()) < (abs(ACT_QMAX) + (hi / scale).abs())
+    zp = torch.where(closer, from_min, from_max).round().clamp(ACT_QMIN, ACT_QMAX)
+    q = (torch.clamp(torch.round(x / scale) + zp, ACT_QMIN, ACT_QMAX) - zp) * scale
     return (x + (q - x).detach(),) + tuple(args[1:])
 
 

@@ -60,12 +60,13 @@ class Recipe:
         self.hooks = [get_technique_class(name)(self._context(name, source_dir, source_id)) for name in cfg.technique]
         self.head = self.task.head(prepared.tokenizer)
         model = self._initial_model(source_dir)
+        self.init_info = getattr(model, "squeeze_init", {})
         self.loop = Loop(model, hooks=self.hooks, train=prepared.features["train"], pad_id=prepared.pad_id,
                          evaluate=lambda m: self.evaluate(m)[0], primary=self.task.primary_metric, mode=self.task.mode,
                          lr=tc.lr, epochs=tc.epochs, batch_size=tc.batch_size, warmup_ratio=tc.warmup_ratio,
                          weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, seed=tc.seed,
                          max_steps=tc.max_steps, device=self.device, precision=tc.precision, compile=tc.compile,
-                         num_workers=tc.num_workers)
+                         num_workers=tc.num_workers, transform=self.task.train_transform(prepared.tokenizer))
         self.gpu_share = cfg.resources.gpu if 0 < cfg.resources.gpu < 1 else 1.0
         self.train_meter = None
 
@@ -85,7 +86,8 @@ class Recipe:
         p, seed = self.prepared, self.cfg.train.seed
         if source_dir is None:
             return models.build_model(self.cfg.model.name, self.head, p.tokenizer, seed=seed, labels=p.labels)
-        return models.from_source(source_dir, self.head, p.tokenizer, seed=seed, labels=p.labels)
+        return models.from_source(source_dir, self.head, p.tokenizer, seed=seed, labels=p.labels,
+                                  pretrained=self.cfg.model.name)
 
     def evaluate(self, model, split: str = "dev", final: bool = False, on=None) -> tuple[dict, list[dict]]:
         p, tc = self.prepared, self.cfg.train
@@ -120,7 +122,8 @@ class Recipe:
         out = Path(out)
         if self.train_meter is None:  # nothing left to train (a post-training technique, or resumed at the end)
             self.train_meter = telemetry.EnergyMeter(self.cfg.energy.power_interval_s, gpu_share=self.gpu_share).start()
-        self.loop.load_best()
+        if all(h.restores_best for h in self.hooks):
+            self.loop.load_best()
         model = self.loop.finalize()
         self.train_meter.stop()
         eval_on = next((h.eval_device for h in self.hooks if h.eval_device), self.device)
@@ -132,8 +135,8 @@ class Recipe:
         costs, tags = self._costs(eval_meter)
         final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}, **costs}
         final.update(measure.size(model))
-        if self.cfg.measure.latency:
-            lat, lat_tags = self._latency(model, eval_on)
+        if self.cfg.measure.latency:  # CPU latency: measured by the driver after the sweep, alone (squeeze.sweep)
+            lat, lat_tags = self._gpu_latency(model, eval_on)
             final.update(lat)
             tags.update(lat_tags)
         state = self.loop.state
@@ -141,8 +144,12 @@ class Recipe:
             final.update({f"best/val_{self.task.primary_metric}": state.best, "best/epoch": state.best_epoch})
         for hook in self.hooks:
             final.update(hook.ctx.info)
+        final.update(self.init_info)
         self._write(out, model, predictions)
         final.update(self._parity(out / "model", test, eval_on))
+        emb = serialize.stored_bytes(out / "model", serialize.embedding_tensors(model)) / 2**20
+        final.update({"size/embeddings_mb": emb, "size/rest_mb": final["size/disk_mb"] - emb,
+                      "size/embeddings_int8": float(any(isinstance(m, quant.Int8Embedding) for m in model.modules()))})
         (out / "config" / "result.json").write_text(json.dumps(final, indent=1))
         return Final(final, tags, self.train_meter.trace(), out)
 
@@ -161,19 +168,16 @@ class Recipe:
         tags.update({"energy/carbon_intensity_g_per_kwh": str(energy.carbon_intensity), "energy/pue": str(energy.pue)})
         return out, tags
 
-    def _latency(self, model, eval_on) -> tuple[dict, dict]:
-        tc, m = self.cfg.train, self.cfg.measure
-        kw = dict(batch_size=tc.eval_batch_size, threads=self.threads, repeats=m.latency_repeats, examples=m.latency_examples)
-        test = self.prepared.features["test"]
-        out, tags = measure.latency(model, test, self.prepared.pad_id, device="cpu", **kw)
+    def _gpu_latency(self, model, eval_on) -> tuple[dict, dict]:
+        """CUDA-event latency on the trial's own GPU (CPU latency is measured after the sweep, alone)."""
         int8 = quant.is_int8(model)
-        if torch.cuda.is_available() and not int8:
-            gpu, gtags = measure.latency(model, test, self.prepared.pad_id, device="cuda", **kw)
-            out.update(gpu)
-            tags.update(gtags)
-            model.to(eval_on)
-        else:
-            tags["latency/gpu"] = "int8 runs on CPU only" if int8 else "no GPU"
+        if not torch.cuda.is_available() or int8:
+            return {}, {"latency/gpu": "int8 runs on CPU only" if int8 else "no GPU"}
+        tc, m = self.cfg.train, self.cfg.measure
+        out, tags = measure.latency(model, self.prepared.features["test"], self.prepared.pad_id, device="cuda",
+                                    batch_size=tc.eval_batch_size, threads=self.threads, repeats=m.latency_repeats,
+                                    examples=m.latency_examples)
+        model.to(eval_on)
         return out, tags
 
     def _write(self, out: Path, model, predictions: list[dict]) -> None:

@@ -137,3 +137,32 @@ def resolve_trial(sweep: SweepCfg, sampled: dict[str, Any]) -> SweepCfg:
 def technique_params(sweep: SweepCfg, name: str):
     """The validated Params object of one technique of a (resolved) sweep."""
     return technique_params_of(name, sweep.params.get(name, {}), f"params.{name}")
+
+
+def _values(spec: dict) -> list:
+    """The values a sampler can produce that a check must try: every listed value, or a range's two bounds."""
+    (sampler, args), = spec.items()
+    if SAMPLERS[sampler] is None:
+        return list(args)
+    return [] if sampler.endswith("randn") else list(args[:2])
+
+
+def points(sweep: SweepCfg, technique: str) -> list[tuple[Any, Any]]:
+    """(train config, technique Params) for every combination of the searched values of the train fields and of
+    ``technique``'s params: what a driver-side check (a prune schedule) must pass for every trial."""
+    from itertools import product
+
+    train_space, tech_space = {}, {}
+    for key, spec in sweep.search_space.items():
+        tech, field = split_key(key, sweep.technique)
+        if _values(spec) and tech is None:
+            train_space[key] = _values(spec)
+        elif _values(spec) and tech == technique:
+            tech_space[field] = _values(spec)
+    out = []
+    for combo in product(*train_space.values(), *tech_space.values()):
+        t = dict(zip(train_space, combo[:len(train_space)]))
+        p = dict(zip(tech_space, combo[len(train_space):]))
+        train = type(sweep.train).model_validate({**sweep.train.model_dump(), **t})
+        out.append((train, technique_params_of(technique, {**sweep.params.get(technique, {}), **p}, f"params.{technique}")))
+    return out

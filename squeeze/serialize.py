@@ -29,10 +29,19 @@ def _qlinear_cls():
     return Linear
 
 
+_BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _nonzero_bits(t: torch.Tensor) -> torch.Tensor:
+    """Entries whose bits are not all zero: ``-0.0`` is kept as a value (its sign bit survives the round trip)."""
+    flat = t.flatten()
+    return flat.view(_BITS[t.element_size()]) != 0 if t.is_floating_point() else flat != 0
+
+
 def _sparse_pays(t: torch.Tensor) -> bool:
     if t.numel() < 64 or t.dtype == torch.bool:
         return False
-    nnz = int(torch.count_nonzero(t))
+    nnz = int(_nonzero_bits(t).sum())
     return nnz * t.element_size() + t.numel() / 8 < 0.9 * t.numel() * t.element_size()
 
 
@@ -40,7 +49,7 @@ def _pack(name: str, t: torch.Tensor, out: dict, sparse: dict) -> None:
     t = t.detach().to("cpu").contiguous()
     if _sparse_pays(t):
         flat = t.flatten()
-        mask = flat != 0
+        mask = _nonzero_bits(t)
         out[f"{name}.__mask"] = torch.from_numpy(np.packbits(mask.numpy()))
         out[f"{name}.__values"] = flat[mask].clone()
         sparse[name] = list(t.shape)
@@ -75,13 +84,20 @@ def save(model: torch.nn.Module, directory: str | Path, *, auto_class: str, conv
             if m.bias() is not None:
                 tensors[f"{name}.bias"] = m.bias().detach().clone()
             qnames.append(name)
+    first, tied = {}, {}
     for k, v in model.state_dict().items():
         if isinstance(v, torch.Tensor) and not v.is_quantized and not any(k.startswith(q + ".") for q in qnames):
+            where = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()))
+            if where in first:  # a tied weight (GPT-2's lm_head is its wte): stored once
+                tied[k] = first[where]
+                continue
+            first[where] = k
             _pack(k, v, tensors, sparse)
     save_file(tensors, d / "model.safetensors")
     model.config.save_pretrained(d)
     fmt = {"auto_class": auto_class, "conv1d_to_linear": conv1d_to_linear, "int8_linear": qnames,
-           "int8_embeddings": any(isinstance(m, quant.Int8Embedding) for m in model.modules()), "sparse": sparse}
+           "int8_embeddings": any(isinstance(m, quant.Int8Embedding) for m in model.modules()), "sparse": sparse,
+           "tied": tied}
     (d / FORMAT_FILE).write_text(json.dumps(fmt, indent=1))
     return d
 
@@ -129,12 +145,16 @@ def load(directory: str | Path) -> torch.nn.Module:
     targets.update(dict(model.named_buffers(remove_duplicate=False)))
     expected = [k for k, v in model.state_dict().items() if isinstance(v, torch.Tensor) and not v.is_quantized
                 and not any(k.startswith(q + ".") for q in fmt["int8_linear"])]
-    missing = [k for k in expected if k not in tensors]
+    tied = fmt.get("tied", {})
+    missing = [k for k in expected if k not in tensors and k not in tied]
     unexpected = [k for k in tensors if k not in targets]
     with torch.no_grad():
         for k, v in tensors.items():
             if k in targets:
                 targets[k].copy_(v)
+        for alias, src in tied.items():  # tied again by from_config, or copied when the config does not tie
+            if alias in targets and targets[alias] is not targets[src]:
+                targets[alias].copy_(targets[src])
     if missing or unexpected:
         raise ValueError(f"{d}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.eval()
@@ -151,6 +171,15 @@ def stored_bytes(directory: str | Path, names) -> int:
             parts = [f"{name}.__mask", f"{name}.__values"] if f"{name}.__mask" in keys else [name]
             total += sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in parts)
     return total
+
+
+def embedding_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the embedding tables' tensors (word, position, token type), fp32 or int8, as ``save`` stores them."""
+    names = []
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Embedding, quant.Int8Embedding)):
+            names += [f"{name}.{k}" for k in dict(m.named_parameters(recurse=False)) | dict(m.named_buffers(recurse=False))]
+    return names
 
 
 def disk_bytes(directory: str | Path) -> int:

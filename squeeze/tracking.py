@@ -293,11 +293,18 @@ def source_runs(uri: str, experiment_id: str, sweep: str, *, select: str, per: s
 
 
 def download_model(uri: str, run_id: str, cache_dir: str | Path) -> str:
-    """The ``model`` artifact folder of a run, downloaded once per node into the cache."""
+    """The ``model`` artifact folder of a run: read in place from a local artifact store, else downloaded once per
+    node into the cache."""
     import fcntl
+    from urllib.parse import unquote, urlparse
 
     import mlflow
 
+    artifact_uri = _retry(lambda: mlflow_client(uri).get_run(run_id).info.artifact_uri, "get_run")
+    if artifact_uri.startswith("file:"):
+        local = Path(unquote(urlparse(artifact_uri).path)) / "model"
+        if (local / "config.json").is_file():
+            return str(local)
     d = Path(cache_dir) / "models" / run_id
     d.parent.mkdir(parents=True, exist_ok=True)
     with open(str(d) + ".lock", "w") as lock:
@@ -306,6 +313,21 @@ def download_model(uri: str, run_id: str, cache_dir: str | Path) -> str:
             _retry(lambda: mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=str(d),
                                                                tracking_uri=uri), "download_artifacts")
     return str(d / "model")
+
+
+def finished_children(uri: str, experiment_id: str, parent_id: str) -> list[str]:
+    """Run ids of the FINISHED trial runs of a sweep's parent run."""
+    runs = mlflow_client(uri).search_runs([experiment_id], f"tags.`{NESTED}` = '{parent_id}' and attributes.status = 'FINISHED'",
+                                          max_results=50000)
+    return [r.info.run_id for r in runs]
+
+
+def log_to_run(uri: str, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+    """Metrics and tags measured after a trial ended (the driver's latency pass), added to its run."""
+    client = mlflow_client(uri)
+    _retry(lambda: _log_metrics(client, run_id, metrics, step=0), "log_metrics")
+    for k, v in tags.items():
+        _retry(lambda: client.set_tag(run_id, k, str(v)), "set_tag")
 
 
 def log_study_totals(uri: str, experiment_id: str, name: str, totals) -> str:

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from squeeze import cli, config, search_space
+from squeeze.overrides import set_dotted
 
 GOOD = {"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},
                                        "data": {"size": 60}, "search_space": {"lr": {"grid_search": [1e-3, 3e-4]}}}]}
@@ -13,7 +14,7 @@ GOOD = {"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model"
 
 def _with(path: str, value):
     doc = yaml.safe_load(yaml.safe_dump(GOOD))
-    config._set_dotted(doc, path, value)
+    set_dotted(doc, path, value)
     return doc
 
 

@@ -103,8 +103,8 @@ def _tiny_overrides(doc: dict, full_grid: bool) -> list[str]:
         over.append(f"sweeps.{i}.model.name={'tiny-gpt2' if gpt2 else 'tiny-bert'}")
         epochs = s.get("train", {}).get("epochs", defaults.get("train", {}).get("epochs", 1))
         over.append(f"sweeps.{i}.train.epochs={min(epochs, 1)}")
-        if "imp_prune" in s.get("technique", []):
-            over.append(f"sweeps.{i}.params.imp_prune.every=1")
+        if "imp_prune" in s.get("technique", []):  # 2 steps cannot hold a schedule: one forced prune to X at the end
+            over += [f"sweeps.{i}.params.imp_prune.every=1", f"sweeps.{i}.params.imp_prune.allow_forced_final=true"]
         if not full_grid:
             over.append(f"sweeps.{i}.search_space={{}}")
     return over

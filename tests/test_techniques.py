@@ -19,13 +19,16 @@ from squeeze.techniques.qat import QAT
 def test_pkd_loss_hand_computed():
     ce = torch.tensor(0.7)
     logits = torch.tensor([[1.0, 2.0]])
-    e1, e2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 5.0]])  # orthogonal: |a/|a| - b/|b||^2 = 2
+    e1, e2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 5.0]])  # orthogonal: (a/|a| - b/|b|)^2 = [1, 1]
     loss = pkd.pkd_loss(ce, logits, logits, [e1], [e2], alpha=0.5, temperature=4.0, beta=10.0)
-    assert loss.item() == pytest.approx(0.5 * 0.7 + 0 + 10 * 2)
+    assert loss.item() == pytest.approx(0.5 * 0.7 + 0 + 10 * (1 + 1) / 2)  # mean over the 2 hidden units
     # KL(p_t || p_s) with p_t = [.5, .5], p_s = [.75, .25] (T = 1): .5 ln(.5/.75) + .5 ln(.5/.25) = .5 ln(4/3)
     s, t = torch.tensor([[math.log(3.0), 0.0]]), torch.tensor([[0.0, 0.0]])
     loss = pkd.pkd_loss(ce, s, t, [], [], alpha=1.0, temperature=1.0, beta=0.0)
     assert loss.item() == pytest.approx(0.5 * math.log(4 / 3), rel=1e-6)
+    # Sun et al.'s KLDivLoss(reduction="mean") also divides by the 2 classes
+    loss = pkd.pkd_loss(ce, s, t, [], [], alpha=1.0, temperature=1.0, beta=0.0, kd_reduction="mean")
+    assert loss.item() == pytest.approx(0.5 * math.log(4 / 3) / 2, rel=1e-6)
     # T^2 scaling with T = 2: logits halve, p_s = [sqrt3, 1]/(sqrt3 + 1)
     ps = torch.tensor([math.sqrt(3), 1.0]) / (math.sqrt(3) + 1)
     kl = float((0.5 * torch.log(0.5 / ps)).sum())
@@ -33,14 +36,37 @@ def test_pkd_loss_hand_computed():
     assert loss.item() == pytest.approx(0.7 * 0.7 + 0.3 * 4 * kl, rel=1e-6)
 
 
-def test_pkd_topk_kl_uses_teacher_support():
+def test_patience_term_is_sun_et_al_mean_squared_error():
+    """2 layers x 2 positions x 2 hidden units: one position orthogonal (squared distance 2 per layer), one equal.
+    Sun et al.'s F.mse_loss averages the 8 squared differences: (2 + 0 + 2 + 0) / 8 = 0.5, so beta=100 adds 50
+    (a sum over hidden units and layers would add 400)."""
+    s = [torch.tensor([[1.0, 0.0], [2.0, 2.0]]), torch.tensor([[0.0, 3.0], [1.0, 0.0]])]
+    t = [torch.tensor([[0.0, 4.0], [1.0, 1.0]]), torch.tensor([[5.0, 0.0], [7.0, 0.0]])]
+    ce = torch.tensor(0.0)
+    loss = pkd.pkd_loss(ce, torch.zeros(2, 2), torch.zeros(2, 2), s, t, alpha=0.0, temperature=1.0, beta=100.0)
+    assert loss.item() == pytest.approx(50.0, rel=1e-6)
+    ref = torch.nn.functional.mse_loss(torch.stack([torch.nn.functional.normalize(x, dim=-1) for x in s]),
+                                       torch.stack([torch.nn.functional.normalize(x, dim=-1) for x in t]))
+    assert loss.item() == pytest.approx(100 * ref.item(), rel=1e-6)
+
+
+def test_pkd_topk_kl_renormalises_the_student_over_the_teacher_top_k():
     s = torch.tensor([[0.0, math.log(3.0), 5.0]])
-    top_vals, top_idx = torch.tensor([[0.0, 0.0]]), torch.tensor([[0, 1]])
-    # log p_s over the full vocabulary, gathered at the teacher's top-2
-    log_ps = torch.log_softmax(s, -1)[0, :2]
-    expected = float((0.5 * (math.log(0.5) - log_ps)).sum())
+    top_vals, top_idx = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([[0, 1]])
+    # over the teacher's 2 tokens the student's distribution is [1/4, 3/4], the teacher's too: KL = 0, although
+    # most of the student's full-vocabulary mass sits on token 2 (outside the top-k)
     loss = pkd.pkd_loss(torch.tensor(0.0), s, top_vals, [], [], alpha=1.0, temperature=1.0, beta=0.0, t_index=top_idx)
-    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    # a student that disagrees on the top-k: p_s = [1/2, 1/2] -> KL = 1/4 ln(1/2) + 3/4 ln(3/2)
+    s2 = torch.tensor([[1.0, 1.0, -3.0]])
+    loss = pkd.pkd_loss(torch.tensor(0.0), s2, top_vals, [], [], alpha=1.0, temperature=1.0, beta=0.0, t_index=top_idx)
+    assert loss.item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5), rel=1e-6)
+    # k = the whole vocabulary is the full KL
+    t_full = torch.tensor([[0.3, -1.0, 2.0]])
+    vals, idx = t_full.topk(3, dim=-1)
+    full = pkd.pkd_loss(torch.tensor(0.0), s2, t_full, [], [], alpha=1.0, temperature=2.0, beta=0.0)
+    topk = pkd.pkd_loss(torch.tensor(0.0), s2, vals, [], [], alpha=1.0, temperature=2.0, beta=0.0, t_index=idx)
+    assert topk.item() == pytest.approx(full.item(), rel=1e-6)
 
 
 def test_skip_mapping():
@@ -149,13 +175,13 @@ def test_pkd_without_teacher_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- IMP
-def _pruned(tmp_path, sparsity=0.5, every=3, steps=40, preset="tiny-bert"):
+def _pruned(tmp_path, sparsity=0.5, every=3, steps=40, preset="tiny-bert", **params):
     sweep = tiny_sweep("lm", preset, size=200, technique=("imp_prune",))
     prepared = prepared_for(sweep, tmp_path)
     from squeeze import models
 
     model = models.build_model(preset, get_task("lm").head(prepared.tokenizer), prepared.tokenizer, seed=0)
-    ctx = context(sweep, prepared, tmp_path, "imp_prune", sparsity=sparsity, every=every, step_fraction=0.1)
+    ctx = context(sweep, prepared, tmp_path, "imp_prune", sparsity=sparsity, every=every, step_fraction=0.1, **params)
     hook = imp.ImpPrune(ctx)
     prunable_names = set(imp.prunable(model))
     emb_before = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in prunable_names}
@@ -168,8 +194,9 @@ def _pruned(tmp_path, sparsity=0.5, every=3, steps=40, preset="tiny-bert"):
 
 def test_imp_schedule_events_and_exact_sparsity(tmp_path):
     model, hook, ctx, emb_before = _pruned(tmp_path, sparsity=0.5, every=3, steps=40)
-    # ceil(log(0.5)/log(0.9)) = 7 events, at steps 3, 6, ..., 21
-    assert imp.prune_events(40, 3, 0.5, 0.1) == 7
+    # ceil(log(0.5)/log(0.9)) = 7 events, at steps 3, 6, ..., 21; 10 points of the original weights: 5 events
+    assert imp.schedule_events(0.5, 0.1) == 7 and imp.schedule_events(0.5, 0.1, "original") == 5
+    assert imp.schedule_events(0.7, 0.1, "original") == 7 and imp.schedule_events(0.7, 0.1) == 12
     assert [e["step"] for e in hook.events] == [3, 6, 9, 12, 15, 18, 21]
     assert ctx.info["prune/forced"] == 0 and len(ctx.logged) == 7 and "prune/ppl" in ctx.logged[0][1]
     w = imp.prunable(model)
@@ -181,10 +208,34 @@ def test_imp_schedule_events_and_exact_sparsity(tmp_path):
     assert any("embeddings" in k for k in emb_before) and any(k.endswith("bias") for k in emb_before)
 
 
-def test_imp_too_few_steps_forces_final_prune(tmp_path):
-    model, hook, ctx, _ = _pruned(tmp_path, sparsity=0.7, every=10, steps=25)
+def test_imp_too_few_steps_forces_final_prune_only_when_allowed(tmp_path):
+    model, hook, ctx, _ = _pruned(tmp_path, sparsity=0.7, every=10, steps=25, allow_forced_final=True)
     assert ctx.info["prune/forced"] == 1
     assert imp.sparsity(imp.prunable(model)) == pytest.approx(0.7, abs=1e-4)
+    with pytest.raises(RuntimeError, match="stopped at sparsity .* before X=0.7"):
+        _pruned(tmp_path, sparsity=0.7, every=10, steps=25)
+
+
+def test_step_of_original_prunes_ten_points_of_all_weights_per_event(tmp_path):
+    model, hook, ctx, _ = _pruned(tmp_path, sparsity=0.35, every=2, steps=20, step_of="original")
+    reached = [round(e["prune/sparsity"], 4) for e in hook.events]
+    assert reached == [0.1, 0.2, 0.3, 0.35]  # Chen et al.'s code: 1/(10-k) of the remaining = 10% of the original
+    assert [e["step"] for e in hook.events] == [2, 4, 6, 8]
+
+
+def test_a_schedule_that_cannot_complete_is_refused_before_any_trial(workdir, capsys):
+    from squeeze import cli
+
+    doc = {"experiment": "t", "sweeps": [{"name": "prune", "task": "lm", "technique": ["imp_prune"],
+                                          "model": {"name": "tiny-bert"}, "data": {"size": 200},
+                                          "train": {"epochs": 2, "batch_size": 16, "max_length": 32},
+                                          "search_space": {"imp_prune.every": {"grid_search": [1, 100]}}}]}
+    (workdir / "s.yaml").write_text(__import__("yaml").safe_dump(doc))
+    assert cli.main(["sweep", "s.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "sweep 'prune': IMP schedule X=0.7, Y=100" in err and "needs 12 events x 100 steps = 1200 steps" in err
+    assert "allow_forced_final: true" in err and not (workdir / "ray_results").exists()
+    assert cli.main(["sweep", "s.yaml", "--dry-run", "sweeps.prune.search_space={imp_prune.every: {grid_search: [1]}}"]) == 0
 
 
 def test_imp_gpt2_prunes_conv1d(tmp_path):

@@ -61,6 +61,10 @@ class Task:
     def prepare_tokenizer(self, tokenizer) -> Any:
         return tokenizer
 
+    def train_transform(self, tokenizer) -> Optional[Callable[[dict, torch.Generator], dict]]:
+        """A function applied to every collated training batch (fresh MLM masks); None: batches as encoded."""
+        return None
+
     def encode(self, examples: list[dict], tokenizer, labels, max_length: int) -> list[dict]:
         raise NotImplementedError
 

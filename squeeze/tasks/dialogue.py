@@ -2,8 +2,11 @@
 
 Input: ``<bos> persona <speaker1> u1 <speaker2> u2 ... <speaker2> reply <eos>``, with
 token_type_ids naming the speaker of each segment and the LM loss on the reply only.
-Metrics: perplexity of the reply, Hits@1/5/10 by ranking the candidate replies by their mean
-log-likelihood, BLEU and TER of generated replies, BERTScore when a scorer model is configured.
+Metrics: perplexity of the reply per word (``word_ppl``: the primary, comparable across tokenizers) and
+per token (``ppl``), Hits@1/5/10 by ranking the candidate replies by their mean log-likelihood, BLEU and
+TER (a fraction, the paper's scale) of generated replies, BERTScore when a scorer model is configured.
+The context that prompts generation and ranking has a fixed token budget (half of ``max_length``), so it
+never depends on the gold reply's length.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad
 class DialogueTask(Task):
     name = "dialogue"
     auto_class = "AutoModelForCausalLM"
-    metrics = {"ppl": "min", "hits_at_1": "max", "hits_at_5": "max", "hits_at_10": "max", "bleu": "max", "ter": "min",
+    metrics = {"word_ppl": "min", "ppl": "min", "hits_at_1": "max", "hits_at_5": "max", "hits_at_10": "max", "bleu": "max", "ter": "min",
                "bertscore_f1": "max"}
     formats = ("parlai", "dailydialog")
     default_split = (0.99, 0.005, 0.005)
@@ -83,7 +86,8 @@ class DialogueTask(Task):
             reply = self._ids(tokenizer, ex["reply"])
             ctx = self._context(tokenizer, ex, max_length - min(len(reply) + 1, max_length // 2))
             feat = self._join(tokenizer, ctx, reply, max_length)
-            feat["context"] = ctx
+            feat["n_words"] = scored_words(tokenizer, feat["labels"])
+            feat["context"] = self._context(tokenizer, ex, max_length - max_length // 2)  # prompt: fixed budget
             feat["candidates"] = [self._ids(tokenizer, c) for c in ex["candidates"]]
             feat["gold"] = ex["candidates"].index(ex["reply"]) if ex["candidates"] else -1
             out.append(feat)
@@ -100,13 +104,16 @@ class DialogueTask(Task):
         return (nll * mask).sum(1), mask.sum(1)
 
     def _rank(self, model, tokenizer, features, limit, device, max_length):
-        scores, gold = [], []
+        scores, gold, chance = [], [], []
         for f in [f for f in features if f["gold"] >= 0][: limit or None]:
             cands = [self._join(tokenizer, f["context"], c, max_length) for c in f["candidates"]]
             nll, n = self._token_nll(model, to_device(collate(cands, tokenizer.pad_token_id), device))
             scores.append((-nll / n.clamp(min=1)).tolist())
             gold.append(f["gold"])
-        return metrics.hits_at_k(scores, gold) if gold else {}
+            chance.append(1 / len(f["candidates"]))
+        if not gold:
+            return {}
+        return {**metrics.hits_at_k(scores, gold), "chance_hits_at_1": sum(chance) / len(chance), "n": float(len(gold))}
 
     def _generate(self, model, tokenizer, features, eval_cfg, device):
         hyps = []
@@ -127,7 +134,9 @@ class DialogueTask(Task):
             nll, n = self._token_nll(model, to_device(collate(chunk, tokenizer.pad_token_id), device))
             nll_sum, n_tok = nll_sum + float(nll.sum()), n_tok + int(n.sum())
         max_length = max(len(f["input_ids"]) for f in features) + 64
-        scores = {"ppl": metrics.perplexity(nll_sum, n_tok), "nll": nll_sum / max(n_tok, 1)}
+        n_words = sum(f["n_words"] for f in features)
+        scores = {"word_ppl": metrics.perplexity(nll_sum, n_words), "ppl": metrics.perplexity(nll_sum, n_tok),
+                  "nll": nll_sum / max(n_tok, 1)}
         scores.update(self._rank(model, tokenizer, features, eval_cfg.max_rank if eval_cfg else 0, device, max_length))
         rows = [{"context": " | ".join(ex["history"]), "reply": ex["reply"]} for ex in examples]
         if final and eval_cfg is not None and eval_cfg.max_generate >= 0:
@@ -140,3 +149,12 @@ class DialogueTask(Task):
             for row, hyp in zip(rows, hyps):
                 row["prediction"] = hyp
         return scores, rows
+
+
+def scored_words(tokenizer, labels: list[int]) -> int:
+    """Words in the scored span of a feature (its decoded text split on white space), its end-of-sequence token
+    counting as one, as WikiText's word-level perplexity counts <eos>: the denominator of a per-word perplexity
+    that two tokenizers of the same text share."""
+    ids = [t for t in labels if t != -100]
+    eos = sum(t == tokenizer.eos_token_id for t in ids)
+    return len(tokenizer.decode([t for t in ids if t != tokenizer.eos_token_id], skip_special_tokens=True).split()) + eos

@@ -2,11 +2,15 @@
 
 The model's own pre-training objective: masked LM (15% of tokens, 80/10/10) for BERT-family
 tokenizers (they have a mask token), causal LM for GPT-2. Text is concatenated and cut into
-blocks of ``max_length``; the masks are drawn once, seeded, so evaluation is repeatable.
+blocks of ``max_length``. Evaluation masks are drawn once, seeded, so evaluation is repeatable;
+training masks are drawn afresh for every batch (``train_transform``, as BERT's dynamic masking
+and HF's ``DataCollatorForLanguageModeling``), from a generator seeded per epoch, so a resumed
+trial draws the same ones.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 
@@ -21,7 +25,7 @@ MLM_PROB = 0.15
 class LmTask(Task):
     name = "lm"
     auto_class = "AutoModelForMaskedLM"
-    metrics = {"ppl": "min"}
+    metrics = {"ppl": "min", "word_ppl": "min"}
     formats = ("text",)
     default_format = "text"
     default_split = (0.8, 0.1, 0.1)
@@ -51,6 +55,13 @@ class LmTask(Task):
             inputs[i] = tokenizer.mask_token_id if r < 0.8 else (rng.randrange(len(tokenizer)) if r < 0.9 else t)
         return inputs, labels
 
+    def train_transform(self, tokenizer):
+        """Fresh MLM masks for each training batch (None for causal LM, which needs none)."""
+        if tokenizer.mask_token_id is None:
+            return None
+        return functools.partial(remask, mask_id=tokenizer.mask_token_id, vocab=len(tokenizer),
+                                 special=sorted(set(tokenizer.all_special_ids)))
+
     def encode(self, examples, tokenizer, labels, max_length):
         mlm = tokenizer.mask_token_id is not None
         sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None and not mlm else []
@@ -67,7 +78,8 @@ class LmTask(Task):
             else:
                 ids, labs = block, list(block)
             if len(block) > 2:
-                out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labs})
+                out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labs,
+                            "n_words": 0 if mlm else len(tokenizer.decode(block[1:]).split())})
         return out
 
     @torch.no_grad()
@@ -85,4 +97,24 @@ class LmTask(Task):
             nll += float(loss)
             n += int((labs != -100).sum())
         ppl = math.exp(nll / n) if n else float("nan")
-        return {"ppl": ppl, "nll": nll / max(n, 1)}, []
+        scores = {"ppl": ppl, "nll": nll / max(n, 1)}
+        words = sum(f.get("n_words", 0) for f in features)
+        if causal and words:  # per word: comparable across tokenizers (an MLM scores only masked tokens: no such figure)
+            scores["word_ppl"] = math.exp(nll / words)
+        return scores, []
+
+
+def remask(batch: dict, generator: torch.Generator, *, mask_id: int, vocab: int, special: list[int]) -> dict:
+    """Draw new MLM masks for a collated batch: 15% of the non-special tokens, 80% [MASK] / 10% random / 10% kept."""
+    labels = batch["labels"]
+    ids = torch.where(labels != -100, labels, batch["input_ids"])  # the original tokens
+    candidates = ~torch.isin(ids, torch.tensor(special)) & (batch["attention_mask"] == 1)
+    chosen = (torch.rand(ids.shape, generator=generator) < MLM_PROB) & candidates
+    if not chosen.any() and candidates.any():  # a short batch left with no masked token would have a NaN loss
+        where = candidates.flatten().nonzero().flatten()
+        chosen.view(-1)[where[torch.randint(len(where), (1,), generator=generator)]] = True
+    r = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(vocab, ids.shape, generator=generator)
+    inputs = torch.where(chosen & (r < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_ids, inputs)
+    return {**batch, "input_ids": inputs, "labels": torch.where(chosen, ids, torch.full_like(ids, -100))}

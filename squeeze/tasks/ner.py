@@ -67,6 +67,8 @@ class NerTask(Task):
                         preds[f["_index"]][word] = labels[row[pos]]
         gold = [ex["tags"] for ex in examples]
         scores = metrics.entities(gold, preds)
+        if final:  # tagging every token O finds no entity
+            scores.update(chance_f1=0.0, n=float(len(gold)))
         rows = [{"tokens": " ".join(ex["tokens"]), "tags": " ".join(g), "prediction": " ".join(p)}
                 for ex, g, p in zip(examples, gold, preds)]
         return scores, rows

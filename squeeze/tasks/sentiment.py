@@ -56,5 +56,7 @@ class SentimentTask(Task):
                 preds[f["_index"]] = p
         gold = [f["labels"] for f in features]
         scores = metrics.classification(gold, preds, positive=self.positive_index(labels))
+        if final:  # what always answering the most frequent class scores: a baseline must beat it to mean anything
+            scores.update(chance_accuracy=max(gold.count(c) for c in set(gold)) / len(gold), n=float(len(gold)))
         rows = [{"text": ex["text"], "label": ex["label"], "prediction": labels[p]} for ex, p in zip(examples, preds)]
         return scores, rows

@@ -46,10 +46,15 @@ class Technique(Protocol):
     pretraining_stage: bool                        # runs on the pre-training task (the IMP prune stage)
     needs_hidden_states: bool
     eval_device: Optional[str]                     # "cpu" for int8 models
+    restores_best: bool                            # the trial keeps its best-dev epoch (False: the last one)
 
     @classmethod
     def check(cls, params: BaseModel, task, has_source: bool) -> None:
         """Config rules beyond the Params schema; raise ValueError naming the field."""
+
+    @classmethod
+    def check_prepared(cls, params: BaseModel, train, n_train: int, pretrained: bool) -> None:
+        """Rules that need the data size (a prune schedule's steps), checked on the driver before Ray starts."""
 
     def initial_model(self) -> Optional[torch.nn.Module]:
         """The model to train, when the technique builds its own (a PKD student); else None."""
@@ -84,6 +89,7 @@ class NoOp:
     pretraining_stage: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     eval_device: ClassVar[Optional[str]] = None
+    restores_best: ClassVar[bool] = True
     conv1d_to_linear = False
 
     def __init__(self, ctx: TechniqueContext | None = None):
@@ -92,6 +98,10 @@ class NoOp:
 
     @classmethod
     def check(cls, params, task, has_source: bool) -> None:
+        return None
+
+    @classmethod
+    def check_prepared(cls, params, train, n_train: int, pretrained: bool) -> None:
         return None
 
     def initial_model(self):

@@ -16,7 +16,9 @@ from squeeze.techniques.base import NoOp
 
 class DQParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    embeddings: bool = False   # also int8 (weight-only) word/position embeddings: the whole model shrinks
+    # also int8 (weight-only, per row) embeddings, as QAT's default, so DQ and QAT sizes compare like with like;
+    # false reproduces the paper's DQ, whose PyTorch left the embeddings in fp32
+    embeddings: bool = True
 
 
 def check_conv1d_conversion(model: torch.nn.Module) -> int:

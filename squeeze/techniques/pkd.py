@@ -4,18 +4,31 @@ Student: the teacher's architecture with k layers (default half), initialised fr
 pre-trained model's embeddings and first k layers. Teacher: a fine-tuned baseline (the study's
 best-validation baseline trial, or a folder). Loss:
 
-    (1 - a) CE + a T^2 KL(softmax(t/T) || softmax(s/T)) + b sum_j || hs_j/|hs_j| - ht_m(j)/|ht_m(j)| ||^2
+    (1 - a) CE + a T^2 KL(softmax(t/T) || softmax(s/T)) + b mean_{j,n,h} (hs_j/|hs_j| - ht_m(j)/|ht_m(j)|)^2
 
 with the skip mapping m(j) = j * (L_teacher // k), j = 1..k-1 (12 -> 6: layers 2, 4, 6, 8, 10).
+
+Scales, checked against Sun et al.'s code (github.com/intersun/PKD-for-BERT-Model-Compression,
+``src/KD_loss.py``), which is where the beta grid {10, 100, 500, 1000} comes from:
+- the patience term is their ``F.mse_loss`` of the normalised vectors: a mean over matched layers,
+  positions and hidden units. (A sum over hidden units and layers would make beta 3,840x stronger
+  for BERT-base 12 -> 6 and 768x for MiniLM 6 -> 3.)
+- the KD term is the KL per position, averaged over positions (``kd_reduction: batchmean``, the true
+  KL). Their ``nn.KLDivLoss(reduction="mean")`` also divides by the number of classes;
+  ``kd_reduction: mean`` reproduces that (for 2 classes it halves the KD term).
+
 Hidden states are compared where the task says (``Task.pkd_positions``): the token a sequence
 head reads ([CLS] for encoders, the last token for decoders), every labelled token (NER) or the
-reply tokens (dialogue); for dialogue the KL uses the teacher's top-k logits. Teacher outputs
-are computed once and cached (``squeeze.teacher_cache``) unless ``teacher_cache: false``.
+reply tokens (dialogue). For dialogue the KD term uses the teacher's top-k tokens per position,
+and both distributions are renormalised over those k tokens (a KL between two complete
+distributions on the same support; renormalising the teacher alone would give every other token a
+target probability of 0). Teacher outputs are computed once and cached (``squeeze.teacher_cache``)
+unless ``teacher_cache: false``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +42,9 @@ class PKDParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     alpha: float = Field(0.5, ge=0, le=1)
     temperature: float = Field(10.0, gt=0)
-    beta: float = Field(100.0, ge=0)
+    beta: float = Field(100.0, ge=0, description="patience weight on Sun et al.'s scale (a mean squared error)")
+    kd_reduction: Literal["batchmean", "mean"] = Field("batchmean", description="KL per position (batchmean) or "
+                                                        "also per class, as Sun et al.'s code (mean)")
     layers: Optional[int] = Field(None, ge=1, description="student depth k (default: half the teacher)")
     teacher: Optional[str] = Field(None, description="teacher folder; default: the sweep's source trial")
     teacher_cache: bool = True
@@ -55,23 +70,35 @@ def skip_mapping(teacher_layers: int, k: int) -> list[int]:
     return [step * j for j in range(1, k)]
 
 
-def pkd_loss(ce, s_logits, t_logits, s_hidden, t_hidden, *, alpha, temperature, beta, t_index=None):
+def pkd_loss(ce, s_logits, t_logits, s_hidden, t_hidden, *, alpha, temperature, beta, t_index=None,
+             kd_reduction: str = "batchmean"):
     """The PKD objective on already aligned rows.
 
     Args:
         ce: the student's cross-entropy with the labels.
         s_logits: [N, C] student logits; t_logits: [N, C] teacher logits, or [N, k] top-k values.
         s_hidden, t_hidden: lists (one per matched layer) of [N', H] hidden vectors.
-        t_index: [N, k] vocabulary indices of the teacher's top-k logits, or None.
+        t_index: [N, k] vocabulary indices of the teacher's top-k logits, or None; the student's logits are
+            then taken at the same k indices, so both distributions are over the same k tokens.
+        kd_reduction: ``batchmean`` (KL summed over classes, averaged over rows) or ``mean`` (also divided by
+            the number of classes, as ``nn.KLDivLoss(reduction="mean")`` in Sun et al.'s code).
     """
     T = temperature
-    log_s = F.log_softmax(s_logits.float() / T, dim=-1)
-    p_t = F.softmax(t_logits.float() / T, dim=-1)
+    s = s_logits.float()
     if t_index is not None:
-        log_s = log_s.gather(-1, t_index.long())
-    kl = (p_t * (torch.log(p_t.clamp_min(1e-12)) - log_s)).sum(-1).mean() if len(p_t) else ce * 0
-    pt = sum(((F.normalize(s.float(), dim=-1) - F.normalize(t.float(), dim=-1)) ** 2).sum(-1).mean()
-             for s, t in zip(s_hidden, t_hidden)) if s_hidden else ce * 0
+        s = s.gather(-1, t_index.long())
+    log_s = F.log_softmax(s / T, dim=-1)
+    p_t = F.softmax(t_logits.float() / T, dim=-1)
+    rows = (p_t * (torch.log(p_t.clamp_min(1e-12)) - log_s)).sum(-1)
+    if not len(rows):
+        kl = ce * 0
+    else:
+        kl = rows.mean() if kd_reduction == "batchmean" else rows.sum() / p_t.numel()
+    if s_hidden:
+        norm = [torch.stack([F.normalize(h.float(), dim=-1) for h in hs]) for hs in (s_hidden, t_hidden)]
+        pt = F.mse_loss(*norm)  # mean over layers x positions x hidden units (Sun et al.'s patience_loss)
+    else:
+        pt = ce * 0
     return (1 - alpha) * ce + alpha * T * T * kl + beta * pt
 
 
@@ -167,5 +194,6 @@ class PKD(NoOp):
         s_hidden = [torch.cat([m[2][j] for m in mine]) for j in range(len(self.s_layers))]
         t_hidden = [torch.cat([r[2][j] for r in rows]) for j in range(len(self.t_layers))]
         loss = pkd_loss(outputs.loss, torch.cat([m[0] for m in mine]), torch.cat([r[0] for r in rows]), s_hidden, t_hidden,
-                        alpha=self.p.alpha, temperature=self.p.temperature, beta=self.p.beta, t_index=t_idx)
+                        alpha=self.p.alpha, temperature=self.p.temperature, beta=self.p.beta, t_index=t_idx,
+                        kd_reduction=self.p.kd_reduction)
         return loss - outputs.loss  # the loop adds the task loss itself
