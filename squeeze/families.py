@@ -31,15 +31,21 @@ class Family:
     pooled: Literal["first", "last"]      # the token a sequence-classification head reads
     conv1d: bool = False                  # GPT-2's transposed ``Conv1D`` instead of ``nn.Linear``
     decoder: bool = False                 # causal LM: left-to-right, no [CLS]
+    token_types: bool = True              # its forward takes token_type_ids (dialogue's speaker segments)
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("bert", ("bert",), "encoder.layer", "first"),
     Family("roberta", ("roberta", "xlm-roberta"), "encoder.layer", "first"),
-    Family("distilbert", ("distilbert",), "transformer.layer", "first"),
+    Family("distilbert", ("distilbert",), "transformer.layer", "first", token_types=False),
     Family("gpt2", ("gpt2",), "h", "last", conv1d=True, decoder=True),
-    Family("llama", ("llama",), "layers", "last", decoder=True),
+    Family("llama", ("llama",), "layers", "last", decoder=True, token_types=False),
 )
+
+
+def family_of_type(model_type: str | None) -> Family | None:
+    """The family of a ``config.model_type``, or None when no family declares it."""
+    return next((f for f in FAMILIES if model_type in f.model_types), None)
 
 
 def family_of(model_or_config) -> Family:
@@ -50,9 +56,9 @@ def family_of(model_or_config) -> Family:
     """
     config = getattr(model_or_config, "config", model_or_config)
     mtype = getattr(config, "model_type", None)
-    for fam in FAMILIES:
-        if mtype in fam.model_types:
-            return fam
+    fam = family_of_type(mtype)
+    if fam is not None:
+        return fam
     known = sorted(t for f in FAMILIES for t in f.model_types)
     raise UnknownFamily(f"model type {mtype!r} is not a known family (known: {', '.join(known)}); squeeze needs to "
                         "know where its transformer layers are: add a Family to squeeze/families.py")

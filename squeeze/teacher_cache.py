@@ -19,19 +19,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from squeeze.checksum import sha256_file
 from squeeze.tasks.base import collate, to_device
 
 log = logging.getLogger(__name__)
 SCHEMA = pa.schema([("logits", pa.list_(pa.float32())), ("index", pa.list_(pa.int32())), ("hidden", pa.list_(pa.float32())),
                     ("n_pos", pa.int32()), ("n_logit", pa.int32()), ("n_hidden", pa.int32())])
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def estimate_bytes(features: list[dict], kind: str, n_out: int, n_layers: int, hidden: int) -> int:
@@ -62,14 +55,14 @@ class TeacherCache:
         with open(d / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                ok = meta.is_file() and json.loads(meta.read_text()) == {"sha256": _sha(path), "rows": n, "key": key}
+                ok = meta.is_file() and json.loads(meta.read_text()) == {"sha256": sha256_file(path), "rows": n, "key": key}
             except (OSError, ValueError):
                 ok = False
             if not ok:
                 if path.exists():
                     log.warning("teacher cache %s is corrupt or stale; rebuilding", path)
                 cls.build(pkd, ctx, path)
-                meta.write_text(json.dumps({"sha256": _sha(path), "rows": n, "key": key}))
+                meta.write_text(json.dumps({"sha256": sha256_file(path), "rows": n, "key": key}))
                 ctx.info["pkd/cache_built"] = 1
         cache = cls(path)
         ctx.info["pkd/cache_mb"] = path.stat().st_size / 2**20

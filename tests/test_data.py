@@ -11,7 +11,15 @@ from squeeze.data import load_splits, split_pool, synthetic
 from squeeze.data.conll import iob1_to_iob2, read_conll
 from squeeze.data.errors import DataError
 from squeeze.data.parlai import read_parlai
-from squeeze.data.tabular import read_csv, read_jsonl
+from squeeze.data.tabular import read_labelled
+
+
+def read_csv(path, text_column="text", label_column="label"):
+    return read_labelled(path, DataCfg(format="csv", text_column=text_column, label_column=label_column))
+
+
+def read_jsonl(path, text_column="text", label_column="label"):
+    return read_labelled(path, DataCfg(format="jsonl", text_column=text_column, label_column=label_column))
 from squeeze.data.text import read_text
 from squeeze.tasks.ner import NerTask
 from squeeze.tasks.sentiment import SentimentTask
@@ -70,7 +78,8 @@ def test_text(tmp_path):
     ("bad.csv", 'text,label\nfine,1\n"unclosed,0\n', read_csv, None),
     ("bad2.csv", "text,label\nonly-one-field\n", read_csv, 2),
     ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": \n', read_jsonl, 2),
-    ("nolabel.jsonl", '{"text": "a"}\n', read_jsonl, 1),
+    ("nolabel.jsonl", '{"text": "a"}\n', read_jsonl, None),  # a missing column is the file's: "no column 'label'"
+    ("onelabel.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', read_jsonl, 2),
     ("bad.conll", "EU B-ORG\nrejects\n", read_conll, 2),
     ("badtag.conll", "EU ORG\n", read_conll, 1),
     ("bad.txt", "1 your persona: x\nhello\tworld\n", read_parlai, 2),
@@ -235,3 +244,113 @@ def test_tiny_preset_tokenizers_are_identical_on_every_run(tmp_path):
                        env={**os.environ, "PYTHONHASHSEED": str(i + 1)})
     for kind in ("bert", "gpt2"):
         assert (tmp_path / "0" / kind / "tokenizer.json").read_bytes() == (tmp_path / "1" / kind / "tokenizer.json").read_bytes()
+
+
+# ---------------------------------------------------------------- native layouts (tables, column NER, chats)
+def _labelled(path, **kw):
+    return read_labelled(path, DataCfg(source="files", files=[str(path)], **kw))
+
+
+def test_tables_with_the_quirks_real_files_have(tmp_path):
+    """GLUE TSV with a header and a stray quote, headerless TSV, CSV with BOM + CRLF + quoted commas and newlines,
+    a JSON array, Parquet, a label map; NA and 007 stay as written."""
+    import pandas as pd
+
+    glue = tmp_path / "train.tsv"
+    glue.write_text('sentence\tlabel\nhe said "hi to me\t1\nNA\t0\n')
+    assert _labelled(glue, text_column="sentence") == [{"text": 'he said "hi to me', "label": "1"}, {"text": "NA", "label": "0"}]
+    bare = tmp_path / "bare.tsv"
+    bare.write_text("a fine film\t1\nawful\t0\n")
+    assert _labelled(bare, header=False, columns=["sentence", "y"], text_column="sentence", label_column="y",
+                     label_map={1: "pos", 0: "neg"}) == [{"text": "a fine film", "label": "pos"}, {"text": "awful", "label": "neg"}]
+    crlf = tmp_path / "reviews.csv"
+    crlf.write_bytes('\ufefftext,label\r\n"good, fun\r\nfilm",007\r\nbad,1\r\n'.encode())
+    assert _labelled(crlf) == [{"text": "good, fun\r\nfilm", "label": "007"}, {"text": "bad", "label": "1"}]
+    arr = tmp_path / "a.json"
+    arr.write_text(json.dumps([{"t": "ok", "l": 1}, {"t": "meh", "l": 0}]))
+    assert _labelled(arr, text_column="t", label_column="l") == [{"text": "ok", "label": "1"}, {"text": "meh", "label": "0"}]
+    pq = tmp_path / "a.parquet"
+    pd.DataFrame({"text": ["x", "y"], "label": ["pos", "neg"]}).to_parquet(pq)
+    assert _labelled(pq) == [{"text": "x", "label": "pos"}, {"text": "y", "label": "neg"}]
+    with pytest.raises(DataError, match=r"bare.tsv: no column 'text' \(columns: \['a fine film', '1'\]\)"):
+        _labelled(bare)  # read with a header it does not have: named, not guessed
+    with pytest.raises(DataError, match=r"label '2' is not in data.label_map"):
+        bare.write_text("x\t2\n")
+        _labelled(bare, header=False, columns=["text", "label"], label_map={1: "pos", 0: "neg"})
+
+
+def test_table_options_are_checked_before_anything_runs():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="header: false needs `columns"):
+        DataCfg(header=False)
+    with pytest.raises(ValidationError, match="token_column and tag_column are both 0"):
+        DataCfg(token_column=0, tag_column=0)
+    with pytest.raises(ValidationError, match="delimiter"):
+        DataCfg(delimiter="::")
+
+
+def test_column_ner_either_order_comments_and_extra_columns(tmp_path):
+    first = tmp_path / "labels_first.bio"
+    first.write_text("B-ORG\tEU\nO\trejects\nB-MISC\tGerman\n\nO\tfine\n")
+    assert read_conll(first, tag_column=0, token_column=1) == [
+        {"tokens": ["EU", "rejects", "German"], "tags": ["B-ORG", "O", "B-MISC"]}, {"tokens": ["fine"], "tags": ["O"]}]
+    with pytest.raises(DataError, match=r"labels_first.bio:1: column 1 does not look like tags .* column 0 does: set "
+                                         r"data.tag_column: 0"):
+        read_conll(first)  # token-first by default: refused, the fix named
+    export = tmp_path / "export.conllu"
+    export.write_text("# sent_id = 1\n# text = Anna lives\n1\tAnna\tPROPN\tB-PER\n2\tlives\tVERB\tO\n\n"
+                      "# sent_id = 2\n1\tParis\tPROPN\tI-LOC\n")
+    assert read_conll(export, token_column=1, tag_column=3, comment_prefix="#") == [
+        {"tokens": ["Anna", "lives"], "tags": ["B-PER", "O"]}, {"tokens": ["Paris"], "tags": ["B-LOC"]}]  # IOB1 -> IOB2
+    spaced = tmp_path / "spaced.tsv"
+    spaced.write_text("New York\tB-LOC\nis\tO\n")
+    assert read_conll(spaced, delimiter="\t") == [{"tokens": ["New York", "is"], "tags": ["B-LOC", "O"]}]
+
+
+def test_label_first_file_with_only_the_tag_column_set_is_refused(workdir, capsys):
+    """The silently-wrong case of the audit: tag_column 0 with the token column left at 0."""
+    import yaml
+
+    from squeeze import cli
+
+    (workdir / "lf.bio").write_text("B-ORG\tEU\nO\trejects\n\nO\tok\n")
+    doc = {"experiment": "t", "sweeps": [{"name": "n", "task": "ner", "model": {"name": "tiny-bert"},
+                                          "data": {"source": "files", "files": ["lf.bio"], "tag_column": 0}}]}
+    (workdir / "s.yaml").write_text(yaml.safe_dump(doc))
+    assert cli.main(["sweep", "s.yaml", "--dry-run"]) == 2
+    assert "token_column and tag_column are both 0" in capsys.readouterr().err
+
+
+def test_dialogue_from_chat_json_lines_and_from_a_turn_table(tmp_path):
+    chat = tmp_path / "chats.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [{"role": "system", "content": f"i like cats {i} ."},
+                                                     {"role": "user", "content": f"hi {i}"},
+                                                     {"role": "assistant", "content": f"hello {i} !"},
+                                                     {"role": "user", "content": f"how are you {i} ?"}]}) + "\n"
+                            for i in range(6)))
+    ex = load_splits("dialogue", DataCfg(source="files", files=[str(chat)], split=[0.5, 0.25, 0.25], distractors=3))
+    rows = [e for part in ex.splits.values() for e in part]
+    first = next(e for e in rows if e["reply"] == "hello 0 !")
+    assert first["persona"] == ["i like cats 0 ."] and first["history"] == ["hi 0"]
+    assert len(first["candidates"]) == 4 and "hello 0 !" in first["candidates"]
+    assert len(rows) == 12  # two replies per conversation
+    table = tmp_path / "turns.csv"
+    table.write_text("conv,idx,who,utt\nb,2,bot,fine\na,1,usr,hey\na,2,bot,hi\na,3,bot,there\nb,1,usr,yo\n"
+                     "c,1,usr,x\nc,2,bot,y\n")
+    cfg = DataCfg(source="files", files=[str(table)], split=[0.34, 0.33, 0.33], dialogue_column="conv", turn_column="idx",
+                  speaker_column="who", text_column="utt", distractors=1)
+    rows = [e for part in load_splits("dialogue", cfg).splits.values() for e in part]
+    a = next(e for e in rows if e["history"] == ["hey"])
+    assert a["reply"] == "hi there"  # ordered by turn, the same speaker's consecutive rows joined
+    assert {e["reply"] for e in rows} == {"hi there", "fine", "y"}
+    with pytest.raises(DataError, match=r"turns.csv: no column 'dialogue_id' \(columns: \['conv', 'idx', 'who', 'utt'\]\); "
+                                        r"set data.dialogue_column"):
+        load_splits("dialogue", DataCfg(source="files", files=[str(table)], format="turns"))
+
+
+def test_the_prune_stage_reads_any_plain_text_corpus(tmp_path):
+    corpus = tmp_path / "corpus.raw"
+    corpus.write_text("\n".join(f"sentence number {i} of a plain corpus ." for i in range(30)) + "\n")
+    bundle = load_splits("lm", DataCfg(source="files", files=[str(corpus)], split=[0.8, 0.1, 0.1]))
+    assert sum(bundle.sizes.values()) == 30 and bundle.splits["train"][0]["text"].startswith("sentence number")

@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from squeeze.data import dailydialog
+from squeeze.data.chat import read_chat, read_turns
 from squeeze.data.conll import read_conll
 from squeeze.data.errors import DataError
 from squeeze.data.lines import label_of, read_lines
 from squeeze.data.parlai import read_parlai
-from squeeze.data.tabular import read_csv, read_jsonl
+from squeeze.data.tabular import read_labelled
 from squeeze.data.text import read_text
 
 SPLITS = ("train", "dev", "test")
-EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text", ".tokens": "text",
-              ".conll": "conll", ".testa": "conll", ".testb": "conll", ".train": "conll"}
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".txt": "text",
+              ".tokens": "text", ".conll": "conll", ".testa": "conll", ".testb": "conll", ".train": "conll"}
+TABLES = ("csv", "tsv", "json", "jsonl", "parquet")
 
 
 @dataclass
@@ -57,12 +59,14 @@ def read_file(task, path: str, data, label: str | None = None) -> list[dict]:
     if not Path(path).is_file():
         raise DataError(path, "no such data file")
     fmt = format_of(task, path, data.format)
-    if fmt == "csv":
-        return read_csv(path, data.text_column, data.label_column)
-    if fmt == "jsonl":
-        return read_jsonl(path, data.text_column, data.label_column)
+    if fmt in TABLES:
+        return read_labelled(path, data)
     if fmt == "conll":
-        return read_conll(path, data.tag_column, data.scheme)
+        return read_conll(path, data.tag_column, data.scheme, data.token_column, data.comment_prefix, data.delimiter)
+    if fmt == "chat":
+        return read_chat(path, data)
+    if fmt == "turns":
+        return read_turns(path, data)
     if fmt == "lines":
         return read_lines(path, label_of(path, label))
     if fmt == "parlai":

@@ -46,12 +46,12 @@ def read_dailydialog(path: str | Path, distractors: int = 19, seed: int = 0) -> 
     examples = []
     for d, turns in enumerate(dialogues):
         for i in range(1, len(turns)):
-            cands = _candidates(rng, replies, d, turns[i], distractors) if distractors else []
+            cands = draw_candidates(rng, replies, d, turns[i], distractors) if distractors else []
             examples.append({"persona": [], "history": turns[:i], "reply": turns[i], "candidates": cands, "dialog": d})
     return examples
 
 
-def _candidates(rng: random.Random, replies: list[tuple[int, str]], dialog: int, gold: str, k: int) -> list[str]:
+def draw_candidates(rng: random.Random, replies: list[tuple[int, str]], dialog: int, gold: str, k: int) -> list[str]:
     """``gold`` and ``k`` distinct replies of other dialogues, shuffled (fewer when the file has fewer)."""
     picked: set[str] = set()
     for _ in range(50 * k):

@@ -59,6 +59,9 @@ class Task:
         return None
 
     def prepare_tokenizer(self, tokenizer) -> Any:
+        """Padding needs a pad token: a decoder's tokenizer without one pads with its end of text (as HF examples do)."""
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
     def train_transform(self, tokenizer) -> Optional[Callable[[dict, torch.Generator], dict]]:

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from squeeze import metrics
-from squeeze.data import dailydialog, synthetic
+from pathlib import Path
+
+from squeeze.data import chat, dailydialog, synthetic
 from squeeze.data.errors import DataError
-from squeeze.tasks.base import Task, batches, collate, to_device
+from squeeze.tasks.base import MODEL_KEYS, Task, batches, collate, to_device
 
 SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
                   "additional_special_tokens": ["<speaker1>", "<speaker2>"]}
@@ -28,13 +30,19 @@ class DialogueTask(Task):
     auto_class = "AutoModelForCausalLM"
     metrics = {"word_ppl": "min", "ppl": "min", "hits_at_1": "max", "hits_at_5": "max", "hits_at_10": "max", "bleu": "max", "ter": "min",
                "bertscore_f1": "max"}
-    formats = ("parlai", "dailydialog")
+    formats = ("parlai", "dailydialog", "chat", "turns")
     default_split = (0.99, 0.005, 0.005)
     synthetic = staticmethod(synthetic.dialogue)
     pkd_positions = "reply"
     lm_scored = True
 
     def sniff_format(self, path):
+        """JSON with a ``messages`` list: chat; other tables: one utterance per row; text: DailyDialog or ParlAI."""
+        suffix = Path(path).suffix.lower()
+        if suffix in (".json", ".jsonl"):
+            return "chat" if chat.has_messages(path) else "turns"
+        if suffix in (".csv", ".tsv", ".parquet"):
+            return "turns"
         return "dailydialog" if dailydialog.looks_like(path) else "parlai"
 
     def from_hub(self, ds, data):
@@ -96,8 +104,8 @@ class DialogueTask(Task):
     @staticmethod
     def _token_nll(model, batch):
         """Per-sequence summed NLL and token counts over the labelled (reply) positions."""
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       token_type_ids=batch["token_type_ids"]).logits[:, :-1]
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        logits = model(**inputs).logits[:, :-1]  # token types only where the family takes them (not Llama)
         labels = batch["labels"][:, 1:]
         nll = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none")
         mask = labels != -100
@@ -107,7 +115,8 @@ class DialogueTask(Task):
         scores, gold, chance = [], [], []
         for f in [f for f in features if f["gold"] >= 0][: limit or None]:
             cands = [self._join(tokenizer, f["context"], c, max_length) for c in f["candidates"]]
-            nll, n = self._token_nll(model, to_device(collate(cands, tokenizer.pad_token_id), device))
+            keys = [k for k in MODEL_KEYS if k in f]
+            nll, n = self._token_nll(model, to_device(collate(cands, tokenizer.pad_token_id, keys), device))
             scores.append((-nll / n.clamp(min=1)).tolist())
             gold.append(f["gold"])
             chance.append(1 / len(f["candidates"]))
@@ -119,8 +128,8 @@ class DialogueTask(Task):
         hyps = []
         for f in features:
             ids = torch.tensor([f["context"][0]], device=device)
-            out = model.generate(input_ids=ids, token_type_ids=torch.tensor([f["context"][1]], device=device),
-                                 attention_mask=torch.ones_like(ids), max_new_tokens=eval_cfg.max_new_tokens,
+            types = {"token_type_ids": torch.tensor([f["context"][1]], device=device)} if "token_type_ids" in f else {}
+            out = model.generate(input_ids=ids, **types, attention_mask=torch.ones_like(ids), max_new_tokens=eval_cfg.max_new_tokens,
                                  num_beams=eval_cfg.num_beams, do_sample=eval_cfg.do_sample,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
             hyps.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())

@@ -16,7 +16,7 @@ class SentimentTask(Task):
     name = "sentiment"
     auto_class = "AutoModelForSequenceClassification"
     metrics = {"accuracy": "max", "precision": "max", "recall": "max", "f1": "max"}
-    formats = ("csv", "jsonl", "lines")
+    formats = ("csv", "tsv", "json", "jsonl", "parquet", "lines")
     default_split = (0.5, 0.25, 0.25)          # the paper's split of IMDB
     synthetic = staticmethod(synthetic.sentiment)
     pkd_positions = "sequence"

@@ -44,6 +44,7 @@ class Technique(Protocol):
     needs_source: Optional[str]                    # what its `source:` stage must provide (None: no source needed)
     source_technique: tuple[str, ...]              # techniques one of which the source stage must run (empty: any)
     pretraining_stage: bool                        # runs on the pre-training task (the IMP prune stage)
+    needs_family: bool                             # reads the model's layer map (squeeze.families): checked up front
     needs_hidden_states: bool
     eval_device: Optional[str]                     # "cpu" for int8 models
     restores_best: bool                            # the trial keeps its best-dev epoch (False: the last one)
@@ -87,6 +88,7 @@ class NoOp:
     needs_source: ClassVar[Optional[str]] = None
     source_technique: ClassVar[tuple[str, ...]] = ()
     pretraining_stage: ClassVar[bool] = False
+    needs_family: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     eval_device: ClassVar[Optional[str]] = None
     restores_best: ClassVar[bool] = True

@@ -134,6 +134,7 @@ class _Masked(NoOp):
 
 class ImpPrune(_Masked):
     name = "imp_prune"
+    needs_family = True
     Params = PruneParams
     pretraining_stage = True
     restores_best = False  # the model at the end of the schedule (exactly X), never an earlier epoch's
@@ -250,6 +251,7 @@ class Imp(_Masked):
     """Fine-tune with the mask of the pruned model fixed (zeros are the mask, read from the source model)."""
 
     name = "imp"
+    needs_family = True
     needs_source = "the imp_prune sweep whose pruned models it fine-tunes (or an imp sweep, for dq+imp)"
     source_technique = ("imp_prune", "imp")
 

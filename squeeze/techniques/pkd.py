@@ -133,6 +133,7 @@ def extract(kind: str, logits, hidden, batch: dict, layers: list[int], top_k: in
 
 class PKD(NoOp):
     name = "pkd"
+    needs_family = True
     Params = PKDParams
     needs_hidden_states = True
 

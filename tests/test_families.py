@@ -1,0 +1,87 @@
+"""Every technique on a tiny random model of every family, through the trial's own recipe, with save -> reload parity.
+
+Encoders (BERT, RoBERTa, DistilBERT) on sentiment, decoders (GPT-2, Llama) on dialogue and GPT-2 also on sentiment
+(its classification head reads the last token): baseline, DQ, PKD, QAT, the IMP prune stage, IMP and DQ+IMP.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import tiny_sweep
+from squeeze import families, quant, serialize
+from squeeze.prepare import prepare
+from squeeze.recipe import Recipe
+
+CASES = [("tiny-bert", "sentiment"), ("tiny-roberta", "sentiment"), ("tiny-distilbert", "sentiment"),
+         ("tiny-gpt2", "dialogue"), ("tiny-llama", "dialogue"), ("tiny-gpt2", "sentiment")]
+
+
+def _run(cfg, cache, out, source=None):
+    prepared = prepare(cfg, cache, tokenizer_dir=source)
+    r = Recipe(cfg, prepared, cache_dir=cache, source_dir=source)
+    for _ in r.fit():
+        pass
+    final = r.finish(out)
+    assert final.metrics["parity/ok"] == 1.0, (cfg.technique, final.metrics["parity/abs_diff"])
+    return final, str(out / "model")
+
+
+@pytest.mark.parametrize("preset,task", CASES, ids=[f"{p}-{t}" for p, t in CASES])
+def test_every_technique_on_a_tiny_model_of_each_family(tmp_path, preset, task):
+    cache = tmp_path / "cache"
+
+    def sweep(technique, on=task, **params):
+        epochs = 0 if "dq" in technique else 1
+        return tiny_sweep(on, preset, size=80, technique=technique, params=params or None, epochs=epochs, max_length=40,
+                          num_threads=2, source="x" if any(t in ("dq", "imp") for t in technique) else None)
+
+    base, base_dir = _run(sweep(["finetune"]), cache, tmp_path / "base")
+    fam = families.family_of(serialize.load(base_dir))
+    assert fam.model_types[0] == preset.removeprefix("tiny-")
+
+    dq, _ = _run(sweep(["dq"]), cache, tmp_path / "dq", source=base_dir)
+    assert dq.metrics["quant/int8_linear"] > 0 and dq.metrics["quant/float_linear"] == 0
+
+    pkd, pkd_dir = _run(sweep(["pkd"], pkd={"teacher": base_dir, "layers": 2}), cache, tmp_path / "pkd")
+    assert families.depth(serialize.load(pkd_dir)) == 2
+
+    qat, qat_dir = _run(sweep(["qat"]), cache, tmp_path / "qat")
+    assert quant.is_int8(serialize.load(qat_dir)) and qat.metrics["size/embeddings_int8"] == 1.0
+
+    prune, prune_dir = _run(sweep(["imp_prune"], on="lm", imp_prune={"sparsity": 0.5, "every": 1,
+                                                                      "allow_forced_final": True}), cache, tmp_path / "prune")
+    assert prune.metrics["prune/final_sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+    imp, imp_dir = _run(sweep(["imp"]), cache, tmp_path / "imp", source=prune_dir)
+    assert imp.metrics["imp/sparsity"] == pytest.approx(0.5, abs=1e-3)
+    pruned = families.prunable(serialize.load(imp_dir))
+    assert sum(int((w == 0).sum()) for w in pruned.values()) >= 0.5 * sum(w.numel() for w in pruned.values()) - 1
+
+    both, _ = _run(sweep(["imp", "dq"]), cache, tmp_path / "dqimp", source=imp_dir)
+    assert both.metrics["quant/int8_linear"] > 0 and both.metrics["size/disk_mb"] < base.metrics["size/disk_mb"]
+
+
+def test_an_unknown_architecture_is_refused_naming_what_is_missing():
+    import transformers
+
+    config = transformers.AutoConfig.for_model("bloom", hidden_size=32, n_layer=2, n_head=2, vocab_size=50)
+    with pytest.raises(families.UnknownFamily, match=r"model type 'bloom' is not a known family .* squeeze/families.py"):
+        families.layer_list(transformers.AutoModelForCausalLM.from_config(config))
+
+
+def test_an_unknown_architecture_is_refused_before_ray_starts(workdir, capsys):
+    import transformers
+    import yaml
+
+    from squeeze import cli
+
+    config = transformers.AutoConfig.for_model("bloom", hidden_size=32, n_layer=2, n_head=2, vocab_size=50)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(workdir / "bloom")
+    doc = {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "technique": ["imp_prune"],
+                                          "model": {"name": "./bloom"}, "data": {"size": 60}}]}
+    (workdir / "s.yaml").write_text(yaml.safe_dump(doc))
+    assert cli.main(["sweep", "s.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "is a 'bloom' model, and techniques ['imp_prune'] need to know where its transformer layers are" in err
+    assert "squeeze/families.py" in err and not (workdir / "ray_results").exists()
