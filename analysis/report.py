@@ -16,10 +16,10 @@ GRID_NOTE = ("**Note.** These trials come from a grid search. The EVP estimators
 
 
 def _from_grid(experiment: str, uri: str | None) -> bool:
-    from squeeze.tracking import PARENT_TAG, default_uri
+    from squeeze.tracking import PARENT_TAG, resolve_uri
     from squeeze.tracking import mlflow_client
 
-    client = mlflow_client(uri or default_uri())
+    client = mlflow_client(resolve_uri(uri))
     exp = client.get_experiment_by_name(experiment)
     return bool(client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`squeeze.search` = 'grid'",
                                    max_results=1))
@@ -44,6 +44,10 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
     lines = [f"# squeeze report: {experiment}", "", f"{len(df)} trials, {int((df['status'] == 'FINISHED').sum())} finished.", ""]
     if _from_grid(experiment, tracking_uri):
         lines += [GRID_NOTE, ""]
+    if "stale" in df and df["stale"].astype(bool).any():
+        stale = sorted(set(df.loc[df["stale"].astype(bool), "sweep"]))
+        lines += [f"**Stale stages left out:** {', '.join(stale)}: their trials started from source trials that are no "
+                  "longer current (the source stage ran again); `squeeze study` runs them again.", ""]
     lines += ["## Table 4: test metrics of the best-validation trial, change vs baseline", "",
               "`*` marks the best compression technique per metric; EVP is the expected best validation score "
               "of the primary metric at n = N trials (Dodge et al. 2019).", ""]
@@ -68,6 +72,7 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
         lines += [f"- **{task}**: " + (f"`{pick['technique']}` is the smallest technique within 1% of the baseline "
                                        f"({pick['size/disk_mb']:.3g} MB)." if pick is not None else "no technique stays within 1% of the baseline.")]
     lines += _prune_section(df)
+    lines += _paper_section(df, out)
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out
@@ -86,6 +91,29 @@ def _prune_section(df) -> list[str]:
         out += [f"**{len(forced)} prune trial(s) reached X only by a forced final prune** (the schedule needed more "
                 "steps than training ran): their masks were not found iteratively.", ""]
     return out
+
+
+def _paper_section(df, out: Path) -> list[str]:
+    """Table 4 next to the paper's, with the agreement summary (left out, with a note, where the paper's table is not
+    on this machine)."""
+    from analysis import paper
+
+    table = paper.load_paper()
+    if table is None:
+        return ["", "## Compared with the paper", "", "The paper's Table 4 is not on this machine (`../shared/paper/table4.csv` "
+                "or `$SQUEEZE_PAPER_DIR`): no comparison.", ""]
+    sbs = paper.side_by_side(df, table)
+    if sbs.empty:
+        return []
+    agree = paper.agreement(sbs)
+    sbs.to_csv(out / "paper_comparison.csv", index=False)
+    lines = ["", "## Compared with the paper (Best Way to Squeeze, Table 4)", "",
+             "The paper's values and changes vs its baseline next to ours (best-validation trial of each technique); "
+             "'same sign' counts a change under 0.5% as no change.", ""]
+    for task in sorted(set(sbs["task"])):
+        lines += [f"### {task}", "", paper.markdown(sbs, agree, task), ""]
+    (out / "paper_comparison.md").write_text("\n".join(lines[2:]) + "\n")
+    return lines
 
 
 def print_table4(out: Path) -> None:

@@ -26,10 +26,10 @@ def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: boo
     Raises:
         ValueError: when the experiment does not exist.
     """
-    from squeeze.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, default_uri
+    from squeeze.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, resolve_uri
     from squeeze.tracking import mlflow_client
 
-    uri = tracking_uri or default_uri()
+    uri = resolve_uri(tracking_uri)
     client = mlflow_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -38,8 +38,8 @@ def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: boo
     if latest_only:
         parents = client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1'", max_results=50000,
                                      order_by=["attributes.start_time DESC"])
-        latest = {}
-        for p in parents:
+        latest = {}  # per sweep: its newest FINISHED parent, else its newest (an interrupted stage not yet finished)
+        for p in sorted(parents, key=lambda p: p.info.status != "FINISHED"):
             latest.setdefault(p.data.tags.get(SWEEP_TAG), p.info.run_id)
         keep = set(latest.values())
         runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in keep or not parents]
@@ -60,8 +60,18 @@ def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: boo
     if df.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
     df = _tidy(df)
+    df["stale"] = _stale(df)
     first = [c for c in ID_COLUMNS + ["stage", "X", "Y"] if c in df.columns]
     return df[first + [c for c in df.columns if c not in first]].sort_values(["sweep", "start_time"], ignore_index=True)
+
+
+def _stale(df: pd.DataFrame) -> pd.Series:
+    """A trial is stale when the source trial it started from is not among the current runs (its source stage ran
+    again since): comparing it with the current baseline would mix generations."""
+    if "source_run" not in df:
+        return pd.Series(False, index=df.index)
+    current = set(df["run_id"])
+    return df["source_run"].map(lambda src: isinstance(src, str) and src != "" and src not in current)
 
 
 DISPLAY = {"finetune": "baseline", "imp+dq": "dq+imp", "imp_prune": "imp-prune"}
@@ -86,9 +96,9 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 def load_prune_histories(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """Per prune event of every IMP prune trial: X, Y, step, reached sparsity and perplexity (Figure 2)."""
-    from squeeze.tracking import default_uri, mlflow_client
+    from squeeze.tracking import mlflow_client, resolve_uri
 
-    uri = tracking_uri or default_uri()
+    uri = resolve_uri(tracking_uri)
     client = mlflow_client(uri)
     runs = load_runs(experiment, uri)
     rows = []

@@ -81,9 +81,11 @@ def _order(t: str) -> int:
 
 
 def best_trials(df: pd.DataFrame) -> pd.DataFrame:
-    """The best-validation FINISHED trial of each task x technique (prune-stage trials excluded)."""
+    """The best-validation FINISHED trial of each task x technique (prune-stage and stale trials excluded)."""
     rows = []
-    for (task, tech), g in df[df["task"].isin(report_tasks(df)) & (df["status"] == "FINISHED")].groupby(["task", "technique"]):
+    current = df[~df["stale"].astype(bool)] if "stale" in df else df  # never compare across generations
+    for (task, tech), g in current[current["task"].isin(report_tasks(df)) & (current["status"] == "FINISHED")].groupby(
+            ["task", "technique"]):
         name, mode = primary(df, task)
         g = g.dropna(subset=[f"val/{name}"])
         if len(g):

@@ -13,3 +13,27 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 24), b""):
             h.update(block)
     return h.hexdigest()
+
+
+MANIFEST = "squeeze_manifest.json"
+
+
+def write_manifest(folder: str | Path) -> None:
+    """Record the SHA-256 of every file of a cached folder (a downloaded model, a built tokenizer)."""
+    import json
+
+    folder = Path(folder)
+    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
+
+
+def verify_manifest(folder: str | Path) -> bool:
+    """Does every file of the folder still match its manifest (none missing, none truncated or changed)?"""
+    import json
+
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / MANIFEST).read_text())
+        return bool(files) and all(sha256_file(folder / name) == digest for name, digest in files.items())
+    except (OSError, ValueError):
+        return False

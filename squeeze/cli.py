@@ -16,6 +16,7 @@ import os
 import sys
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -58,7 +59,9 @@ def _run(args) -> int:
     cfg = config.load(args.file, args.overrides, notes)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    outcomes = sweep.run(cfg, tracking_uri=args.tracking_uri, only=args.only, resume=args.resume,
+    from squeeze.tracking import resolve_uri
+
+    outcomes = sweep.run(cfg, tracking_uri=resolve_uri(args.tracking_uri, cfg.tracking_uri), only=args.only, resume=args.resume,
                          skip_complete=args.command == "study" and not getattr(args, "force", False),
                          dry_run=args.dry_run)
     if args.dry_run:
@@ -74,8 +77,11 @@ def _ls(args) -> int:
     import pandas as pd
 
     from analysis.runs import load_runs
+    from squeeze.tracking import require_store, resolve_uri
 
-    df = load_runs(args.experiment, tracking_uri=args.tracking_uri)
+    uri = resolve_uri(args.tracking_uri)
+    require_store(uri)
+    df = load_runs(args.experiment, tracking_uri=uri)
     if args.parquet:
         df.to_parquet(args.parquet)
     cols = [c for c in df.columns if c in ("sweep", "task", "technique", "model", "lr", "seed", "status")
@@ -87,10 +93,12 @@ def _ls(args) -> int:
 
 def _report(args) -> int:
     from analysis import report
-    from squeeze.tracking import default_uri, log_report
+    from squeeze.tracking import log_report, require_store, resolve_uri
 
-    out = report.build(args.experiment, args.out or f"reports/{args.experiment}", args.tracking_uri)
-    run_id = log_report(args.tracking_uri or default_uri(), args.experiment, out)
+    uri = resolve_uri(args.tracking_uri)
+    require_store(uri)
+    out = report.build(args.experiment, args.out or f"reports/{args.experiment}", uri)
+    run_id = log_report(uri, args.experiment, out)
     report.print_table4(out)
     print(f"\nreport: {out / 'report.md'} (logged to MLflow run {run_id})")
     return 0
@@ -98,9 +106,9 @@ def _report(args) -> int:
 
 def ui_command(args) -> list[str]:
     """The MLflow UI command line; it binds 127.0.0.1 unless --host says otherwise."""
-    from squeeze.tracking import default_uri
+    from squeeze.tracking import resolve_uri
 
-    uri = args.tracking_uri or default_uri()
+    uri = resolve_uri(args.tracking_uri)
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", args.port]
 
 
@@ -114,10 +122,21 @@ def _ui(args) -> int:
     return 0  # not reached
 
 
+def _sigterm_as_sigint(signum, frame) -> None:
+    """SIGTERM (a scheduler, `kill`) stops a sweep the way Ctrl-C does: trials stop, nothing counts as complete."""
+    import signal
+
+    signal.raise_signal(signal.SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     from squeeze.checkpoint import CheckpointError
     from squeeze.config import ConfigError
     from squeeze.data.errors import DataError
+    from squeeze.stage import Interrupted, StageBusy
     from squeeze.tracking import TrackingError
 
     parser = _parser()
@@ -130,21 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
         if args.command in ("sweep", "study"):
             return _run(args)
         return {"ls": _ls, "report": _report, "ui": _ui}[args.command](args)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, TrackingError, StageBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ValueError as exc:  # e.g. an experiment with no runs to report
-        if args.command != "report":
+    except ValueError as exc:  # ls and report: an experiment that does not exist or has no runs
+        if args.command not in ("ls", "report"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except TrackingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(f"interrupted: {exc or 'stopped before the end'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

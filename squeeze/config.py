@@ -69,15 +69,23 @@ class ModelCfg(_Strict):
         if v in PRESETS or not _on_driver(info):
             return v
         if v.startswith((".", "/", "~")) or Path(v).exists():
-            if not Path(v).expanduser().is_dir():
+            path = Path(v).expanduser()
+            if not path.is_dir():
                 raise ValueError(f"model directory {v!r} does not exist")
-            return str(Path(v).expanduser().resolve())
+            if not any((path / f).is_file() for f in TOKENIZER_FILES):
+                raise ValueError(f"model directory {v!r} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): every word "
+                                 "would be unknown; save the tokenizer with the model (tokenizer.save_pretrained)")
+            return str(path.resolve())
         if not _hub_model_available(v):
             raise ValueError(
                 f"model {v!r} is not a preset ({', '.join(PRESETS)}), not a local directory, "
                 "and not found on the Hugging Face hub (or in its cache when HF_HUB_OFFLINE=1)"
             )
         return v
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
 
 
 def _hub_model_available(repo_id: str) -> bool:
@@ -100,8 +108,19 @@ class EvalCfg(_Strict):
     do_sample: bool = False
     max_generate: int = Field(200, ge=0, description="replies generated for BLEU/TER (0: all)")
     max_rank: int = Field(200, ge=0, description="turns ranked for Hits@k (0: all)")
-    bertscore_model: Optional[str] = Field(None, description="local model dir for BERTScore; absent: no BERTScore")
+    bertscore_model: Optional[str] = Field(None, description="BERTScore's scorer: a local model dir or the minilm preset; "
+                                                             "absent: no BERTScore")
     bertscore_layers: int = Field(6, ge=1)
+
+    @field_validator("bertscore_model")
+    @classmethod
+    def _scorer(cls, v, info: ValidationInfo):
+        if v is None or v in PRESETS or not _on_driver(info):
+            return v
+        path = Path(os.path.expandvars(v)).expanduser()
+        if not (path / "config.json").is_file():
+            raise ValueError(f"BERTScore model {v!r} is not a model folder (no config.json there) nor the minilm preset")
+        return str(path.resolve())
 
 
 class EnergyCfg(_Strict):
@@ -291,13 +310,28 @@ def parse(raw: Any, source: str = "<config>") -> RunCfg:
         raise ConfigError(_format_error(exc, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key that appears twice in one mapping (the last would silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | os.PathLike, overrides: list[str] | None = None, notes: list[str] | None = None) -> RunCfg:
     """Read, override and validate a sweep file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the sweep file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
     if isinstance(raw, dict):

@@ -6,9 +6,9 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; assignments are validated."""
+    """Unknown keys are errors, assignments are validated, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def on_driver(info: ValidationInfo) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -10,6 +12,7 @@ import torch
 import transformers
 
 from squeeze import vocab
+from squeeze.checksum import verify_manifest, write_manifest
 from squeeze.presets import TINY, minilm_path, resolve_source  # noqa: F401  (re-exported: the preset API)
 
 
@@ -18,8 +21,13 @@ def tiny_tokenizer_dir(name: str, texts: Iterable[str], cache_dir: str | Path, v
     texts = list(texts)
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     out = Path(cache_dir) / "tokenizers" / f"{name}-{vocab_size}-{digest}-v2"  # v2: deterministic vocab
-    if not (out / "tokenizer_config.json").is_file():
-        vocab.build(TINY[name]["tokenizer"], texts, out, vocab_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(out) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not verify_manifest(out):  # not built yet, or corrupt since: build it (again)
+            shutil.rmtree(out, ignore_errors=True)
+            vocab.build(TINY[name]["tokenizer"], texts, out, vocab_size)
+            write_manifest(out)
     return out
 
 

@@ -126,6 +126,7 @@ def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = Non
     else:
         tok = models.load_tokenizer(sweep.model.name, task.texts(bundle.splits["train"]), cache_dir)
     tok = task.prepare_tokenizer(tok)
+    tok.truncation_side = sweep.data.truncation_side
     feats = {s: task.encode(bundle.splits[s], tok, labels, sweep.train.max_length) for s in SPLITS}
     fam = families.family_of_type(presets.model_type(sweep.model.name))
     if fam is not None and not fam.token_types:  # Llama and DistilBERT take no token_type_ids (dialogue's speakers)

@@ -89,8 +89,7 @@ def check_entry(key: str, spec: Any, sweep: SweepCfg, context: dict | None = Non
     else:
         if len(args) not in arity:
             raise ValueError(f"search_space.{key}.{sampler}: takes {' or '.join(map(str, arity))} arguments, got {len(args)}")
-        if not args[0] < args[1]:
-            raise ValueError(f"search_space.{key}.{sampler}: lower bound {args[0]} must be below upper {args[1]}")
+        _check_range(key, sampler, args, _field_info(sweep, tech, field or key))
         values = args[:2] if not sampler.endswith("randn") else []
     for value in values:
         if tech is not None:
@@ -104,6 +103,46 @@ def check_entry(key: str, spec: Any, sweep: SweepCfg, context: dict | None = Non
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"]
             raise ValueError(f"search_space.{key}.{sampler}: value {value!r} is invalid: {msg}") from None
+
+
+INT_SAMPLERS = ("randint", "qrandint", "lograndint", "qlograndint")
+
+
+def _field_info(sweep: SweepCfg, tech: str | None, field: str):
+    from squeeze.registry import get_technique_class
+
+    fields = type(sweep.train).model_fields if tech is None else get_technique_class(tech).Params.model_fields
+    return fields.get(field)
+
+
+def _lower_bound(info) -> float | None:
+    for m in getattr(info, "metadata", []):
+        for attr in ("gt", "ge"):
+            if getattr(m, attr, None) is not None:
+                return getattr(m, attr)
+    return None
+
+
+def _check_range(key: str, sampler: str, args: list, info) -> None:
+    """What a range sampler can draw must fit the field: every number finite, integers for an integer field,
+    positive bounds for a log scale, a positive quantum, and no unbounded normal draw for a bounded field."""
+    where = f"search_space.{key}.{sampler}"
+    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) and a == a and abs(a) != float("inf") for a in args):
+        raise ValueError(f"{where}: arguments must be finite numbers, got {args}")
+    if sampler.endswith("randn"):
+        if args[1] <= 0:
+            raise ValueError(f"{where}: the standard deviation must be positive, got {args[1]}")
+    elif not args[0] < args[1]:
+        raise ValueError(f"{where}: lower bound {args[0]} must be below upper {args[1]}")
+    if "log" in sampler and args[0] <= 0:
+        raise ValueError(f"{where}: a log-scale sampler needs a positive lower bound, got {args[0]}")
+    if sampler.startswith("q") and args[2] <= 0:
+        raise ValueError(f"{where}: the quantum q must be positive, got {args[2]}")
+    if info is not None and info.annotation is int and sampler not in INT_SAMPLERS:
+        raise ValueError(f"{where}: draws non-integers; {key} takes integers: use {', '.join(INT_SAMPLERS)} or a grid")
+    if info is not None and sampler.endswith("randn") and _lower_bound(info) is not None:
+        raise ValueError(f"{where}: a normal draw can go below {key}'s lower bound {_lower_bound(info)}; use a bounded "
+                         "sampler (uniform, loguniform)")
 
 
 def param_space(sweep: SweepCfg) -> dict[str, Any]:

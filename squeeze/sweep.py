@@ -7,8 +7,6 @@ start Ray and check the resources -> one ``Tuner`` per sweep, each under an MLfl
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -35,12 +33,9 @@ class SweepOutcome:
     skipped: bool = False
 
 
-def sweep_hash(sweep: SweepCfg) -> str:
-    return hashlib.sha256(json.dumps(sweep.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def init_ray() -> None:
-    """Join ``RAY_ADDRESS`` when set (a cluster), else start a local Ray without the dashboard."""
+    """Join ``RAY_ADDRESS`` when set (``auto``: the cluster running on this machine), else start a private local Ray
+    without the dashboard: never a cluster that a ``ray start`` on this machine happens to run."""
     import ray
 
     if ray.is_initialized():
@@ -49,7 +44,7 @@ def init_ray() -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
 
 
 def check_resources(cfg: RunCfg) -> None:
@@ -78,14 +73,13 @@ def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
     return tune.with_resources(tune.with_parameters(run_trial, prepared=prepared, context=ctx), resources)
 
 
-def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, *, resume: bool = False, sources=None):
+def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, *, resume: bool = False, sources=None):
+    """The Tuner of one stage; ``path`` is its Tune experiment folder (``stage.storage_dir``)."""
     from ray import tune
 
     task = get_task(sweep.task)
-    storage = str(Path(cfg.storage_path).resolve())
-    name = f"{cfg.experiment}-{sweep.name}"
+    storage, name = os.path.dirname(path), os.path.basename(path)
     trainable = _trainable(sweep, prepared, ctx)
-    path = os.path.join(storage, name)
     space = param_space(sweep)
     if sources:
         space["source_run"] = tune.grid_search(sources)
@@ -107,22 +101,18 @@ def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
     task = get_task(sweep.task)
     rows = []
     for r in results:
-        m = r.metrics or {}
+        m, config = r.metrics or {}, r.config or {}  # a trial a cluster cancelled has neither
         row = {"sweep": sweep.name, "trial": m.get("trial_id", "?")}
-        row.update({k: v for k, v in (r.config.get("train") or {}).items()})
-        row.update({f"{t}.{k}": v for t, ps in (r.config.get("params") or {}).items() for k, v in ps.items()})
-        if r.config.get("source_run"):
-            row["source_run"] = r.config["source_run"][:8]
+        row.update({k: v for k, v in (config.get("train") or {}).items()})
+        row.update({f"{t}.{k}": v for t, ps in (config.get("params") or {}).items() for k, v in ps.items()})
+        if config.get("source_run"):
+            row["source_run"] = config["source_run"][:8]
         for split in ("val", "test"):
             row[f"{split}/{task.primary_metric}"] = m.get(f"{split}/{task.primary_metric}")
         row["time_total_s"] = m.get("time_total_s")
         row["status"] = "ERROR" if r.error else "OK"
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _parent_file(cfg: RunCfg, sweep: SweepCfg) -> Path:
-    return Path(cfg.storage_path).resolve() / f"{cfg.experiment}-{sweep.name}" / "squeeze_parent.json"
 
 
 def resolve_sources(cfg: RunCfg, sweep: SweepCfg, uri: str, experiment_id: str) -> list[str]:
@@ -135,35 +125,67 @@ def resolve_sources(cfg: RunCfg, sweep: SweepCfg, uri: str, experiment_id: str) 
 
 
 def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, experiment_id: str, *,
-            resume: bool = False) -> SweepOutcome:
-    """Run one sweep under its MLflow parent run (reused on ``resume``)."""
-    sources = None
-    if sweep.source is not None:
-        sources = resolve_sources(cfg, sweep, uri, experiment_id)
-        cache = Path(cfg.cache_dir).resolve()
-        prepared = prepare(sweep, cache, tokenizer_dir=tracking.download_model(uri, sources[0], cache))
-    from squeeze.provenance import git_commit
+            resume: bool = False, skip_complete: bool = False) -> SweepOutcome:
+    """Run one stage under its MLflow parent run: skipped when complete (``skip_complete``), resumed when an
+    unfinished run of the same identity can be restored (``resume``), refused while another driver holds it.
+
+    Raises:
+        stage.StageBusy: another driver runs this stage now.
+        stage.Interrupted: trials were left unfinished (Ctrl-C); their runs and the parent are marked KILLED.
+    """
+    from squeeze import stage
     from squeeze.trial import TrialContext
 
-    pfile = _parent_file(cfg, sweep)
-    parent_id = json.loads(pfile.read_text())["parent_run_id"] if resume and pfile.is_file() else None
-    if parent_id is None:
-        text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
-        parent_id = tracking.start_parent(uri, experiment_id, sweep.name, text, {
-            "task": sweep.task, "technique": "+".join(sweep.technique), "squeeze.sweep_hash": sweep_hash(sweep),
-            "squeeze.search": "grid" if any("grid_search" in v for v in sweep.search_space.values()) or sources else "random",
-            "squeeze.git_commit": git_commit(), "data.name": prepared.data_name,
-            **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})
-        pfile.parent.mkdir(parents=True, exist_ok=True)
-        pfile.write_text(json.dumps({"parent_run_id": parent_id}))
-    ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(Path(cfg.cache_dir).resolve()))
-    results = build_tuner(cfg, sweep, prepared, ctx, resume=resume, sources=sources).fit()
-    latency_pass(sweep, prepared, uri, experiment_id, parent_id, ctx.cache_dir)
-    table = results_table(results, sweep)
-    errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
-    summary = {"trials": len(table), "trials_failed": errors, **cost_totals([r.metrics or {} for r in results], "sweep/")}
-    tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)}, failed=errors == len(table))
+    sources = None
+    cache = Path(cfg.cache_dir).resolve()
+    if sweep.source is not None:
+        sources = resolve_sources(cfg, sweep, uri, experiment_id)
+        prepared = prepare(sweep, cache, tokenizer_dir=tracking.download_model(uri, sources[0], cache))
+    ident = stage.identity(sweep, prepared.key, sources)
+    parents = stage.close_dead(uri, experiment_id, sweep.name)
+    if skip_complete and stage.complete(parents, ident):
+        log.warning("sweep %s: already complete in MLflow, skipped (use --force to run again)", sweep.name)
+        return SweepOutcome(sweep.name, None, pd.DataFrame(), 0, skipped=True)
+    path = stage.storage_dir(cfg.storage_path, cfg.experiment, sweep.name, ident)
+    init_ray()
+    check_resources(cfg)
+    parent_id = stage.resumable(parents, ident, path) if resume or skip_complete else None
+    if parent_id is not None:
+        tracking.reopen(uri, parent_id)
+        log.warning("sweep %s: resuming its unfinished run %s (only unfinished trials run)", sweep.name, parent_id)
+    else:
+        parent_id = _start_parent(sweep, prepared, uri, experiment_id, ident, sources)
+    st = stage.Stage(uri, experiment_id, parent_id, resumed=parent_id in {p.info.run_id for p in parents})
+    st.hold()
+    try:
+        ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(cache))
+        results = build_tuner(cfg, sweep, prepared, ctx, path, resume=st.resumed, sources=sources).fit()
+        left = stage.unfinished(results)
+        if left:
+            reason = f"interrupted with {len(left)} of {len(results)} trials unfinished"
+            tracking.close_run_tree(uri, experiment_id, parent_id, reason)
+            raise stage.Interrupted(f"sweep {sweep.name!r}: {reason}; `squeeze study` (or `squeeze sweep --resume`) "
+                                    "finishes exactly those")
+        latency_pass(sweep, prepared, uri, experiment_id, parent_id, ctx.cache_dir)
+        table = results_table(results, sweep)
+        errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
+        summary = {"trials": len(table), "trials_failed": errors, **cost_totals([r.metrics or {} for r in results], "sweep/")}
+        tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)}, failed=errors == len(table))
+    finally:
+        st.release()
     return SweepOutcome(sweep.name, parent_id, table, errors)
+
+
+def _start_parent(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: str, ident: str, sources) -> str:
+    from squeeze.provenance import git_commit
+    from squeeze.stage import IDENTITY_TAG
+
+    text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+    return tracking.start_parent(uri, experiment_id, sweep.name, text, {
+        "task": sweep.task, "technique": "+".join(sweep.technique), IDENTITY_TAG: ident,
+        "squeeze.search": "grid" if any("grid_search" in v for v in sweep.search_space.values()) or sources else "random",
+        "squeeze.git_commit": git_commit(), "data.name": prepared.data_name,
+        **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})
 
 
 def check_prepared(sweep: SweepCfg, prepared: Prepared) -> None:
@@ -232,9 +254,12 @@ def plan(cfg: RunCfg, only: list[str] | None = None) -> list[SweepCfg]:
 def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None = None, resume: bool = False,
         skip_complete: bool = False, dry_run: bool = False) -> list[SweepOutcome]:
     """Validate everything, then run the selected sweeps in file order."""
+    from squeeze import preflight
+
     sweeps = plan(cfg, only)
-    uri = tracking_uri or cfg.tracking_uri or tracking.default_uri()
+    uri = tracking.resolve_uri(tracking_uri, cfg.tracking_uri)
     tracking.check_reachable(uri)
+    preflight.check(cfg, known_elsewhere=lambda name: tracking.finished_sweep_exists(uri, cfg.experiment, name))
     cache = Path(cfg.cache_dir).resolve()
     # data errors surface now; a sweep with a source is tokenized later, with its source's tokenizer
     shared = shared_tokenizers(cfg.sweeps, cache)  # tiny presets: one tokenizer for every stage of the study
@@ -246,18 +271,9 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
         return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **(prepared[s.name].sizes if prepared[s.name] else {})}]),
                              0, True) for s in sweeps]
     experiment_id = tracking.ensure_experiment(uri, cfg.experiment, cfg.artifact_location)
-    done = {s.name for s in sweeps if skip_complete and not resume
-            and tracking.completed_parent(uri, experiment_id, s.name, sweep_hash(s))}
-    if len(done) < len(sweeps):
-        init_ray()
-        check_resources(cfg)
     outcomes = []
     for s in sweeps:
-        if s.name in done:
-            log.warning("sweep %s: already complete in MLflow, skipped (use --force to run again)", s.name)
-            outcomes.append(SweepOutcome(s.name, None, pd.DataFrame(), 0, skipped=True))
-            continue
-        outcomes.append(run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume))
+        outcomes.append(run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume, skip_complete=skip_complete))
     if skip_complete:
         tracking.log_study_totals(uri, experiment_id, cfg.experiment, cost_totals)
     return outcomes

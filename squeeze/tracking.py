@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+
+from squeeze.checksum import verify_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,30 @@ class TrackingError(RuntimeError):
 def default_uri(cwd: str | Path | None = None) -> str:
     """Local SQLite store in the working directory, as an absolute URI (trials run elsewhere)."""
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def resolve_uri(cli: str | None = None, config: str | None = None) -> str:
+    """The tracking URI, decided once on the driver: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the sweep
+    file's ``tracking_uri``, else ``./mlflow.db``; a relative SQLite or file path becomes absolute (trials run in
+    other working directories)."""
+    uri = cli or os.environ.get("MLFLOW_TRACKING_URI") or config or default_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+    if "://" not in uri:  # a plain folder: MLflow's file store
+        return Path(uri).expanduser().resolve().as_uri()
+    return uri
+
+
+def require_store(uri: str) -> None:
+    """Reading commands (ls, report) never create a store: a missing local one is an error.
+
+    Raises:
+        TrackingError: naming the path and what to do.
+    """
+    if not store_exists(uri):
+        raise TrackingError(f"no MLflow store at {uri[len('sqlite:///'):]}: run a sweep here first, or pass "
+                            "--tracking-uri (or set MLFLOW_TRACKING_URI)")
+    check_reachable(uri)
 
 
 _OPENED: set[str] = set()
@@ -249,12 +276,49 @@ def trial_status_callback(uri: str, experiment_id: str, parent_id: str):
     return _TrialStatus()
 
 
-def completed_parent(uri: str, experiment_id: str, sweep: str, sweep_hash: str) -> bool:
-    """Is there a FINISHED parent run of this exact sweep with no failed trial?"""
-    query = (f"tags.`{PARENT_TAG}` = '1' and tags.`{SWEEP_TAG}` = '{sweep}' and "
-             f"tags.`squeeze.sweep_hash` = '{sweep_hash}' and attributes.status = 'FINISHED' "
-             f"and tags.`squeeze.failed_trials` = '0'")
-    return bool(mlflow_client(uri).search_runs([experiment_id], query, max_results=1))
+def store_exists(uri: str) -> bool:
+    """Is there a tracking store at ``uri``? (A local SQLite file that does not exist is not created by asking.)"""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).is_file()
+    return True
+
+
+def finished_sweep_exists(uri: str, experiment: str, sweep: str) -> bool:
+    """Does the experiment hold a finished trial of ``sweep`` (a source that is not in the file)?"""
+    if not store_exists(uri):
+        return False
+    client = mlflow_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return False
+    parents = client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`{SWEEP_TAG}` = '{sweep}'")
+    return any(client.search_runs([exp.experiment_id], f"tags.`{NESTED}` = '{p.info.run_id}' and attributes.status = "
+                                                       "'FINISHED'", max_results=1) for p in parents)
+
+
+def stage_parents(uri: str, experiment_id: str, sweep: str) -> list:
+    """The parent runs of a sweep (every time a stage was started), newest first."""
+    return mlflow_client(uri).search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`{SWEEP_TAG}` = '{sweep}'",
+                                          order_by=["attributes.start_time DESC"], max_results=1000)
+
+
+def close_run_tree(uri: str, experiment_id: str, parent_id: str, reason: str, status: str = "KILLED") -> int:
+    """Mark a parent run and its RUNNING trial runs ``status`` with ``reason`` (an interrupted or dead stage);
+    returns how many trial runs it closed."""
+    client = mlflow_client(uri)
+    children = client.search_runs([experiment_id], f"tags.`{NESTED}` = '{parent_id}' and attributes.status = 'RUNNING'",
+                                  max_results=50000)
+    for r in children:
+        client.set_tag(r.info.run_id, "squeeze.error", reason)
+        client.set_terminated(r.info.run_id, status)
+    client.set_tag(parent_id, "squeeze.stopped", reason)
+    client.set_terminated(parent_id, status)
+    return len(children)
+
+
+def reopen(uri: str, run_id: str) -> None:
+    """A parent run resumed by a new driver runs again."""
+    mlflow_client(uri).update_run(run_id, status="RUNNING")
 
 
 def source_runs(uri: str, experiment_id: str, sweep: str, *, select: str, per: str | None, metric: str, mode: str) -> list[str]:
@@ -309,9 +373,13 @@ def download_model(uri: str, run_id: str, cache_dir: str | Path) -> str:
     d.parent.mkdir(parents=True, exist_ok=True)
     with open(str(d) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (d / "model" / "config.json").is_file():
+        if not verify_manifest(d / "model"):  # never downloaded, or truncated / changed since: download again
+            if d.exists():
+                log.warning("cached model %s fails its checksum; downloading it again", d)
+                shutil.rmtree(d)
             _retry(lambda: mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=str(d),
                                                                tracking_uri=uri), "download_artifacts")
+            write_manifest(d / "model")
     return str(d / "model")
 
 

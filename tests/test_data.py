@@ -95,11 +95,20 @@ def test_malformed_files_name_file_and_line(tmp_path, name, content, reader, lin
         assert f"{name}:{line}:" in str(err.value)
 
 
-def test_text_not_utf8(tmp_path):
-    p = tmp_path / "latin.txt"
-    p.write_bytes(b"caf\xe9\n")
-    with pytest.raises(DataError, match="latin.txt: not UTF-8"):
-        read_text(p)
+def test_a_file_in_another_encoding_is_named_with_its_encoding_and_read_with_data_encoding(tmp_path):
+    p = tmp_path / "reviews.csv"
+    p.write_bytes("text,label\nun café très réussi,pos\nune soirée ratée,neg\n".encode("cp1252"))
+    cfg = DataCfg(source="files", files=[str(p)], split=[0.5, 0.25, 0.25])
+    with pytest.raises(DataError, match=r"reviews.csv: not UTF-8 text .* set data.encoding"):
+        load_splits("sentiment", cfg)
+    cfg.encoding = "cp1252"
+    rows = [e for part in load_splits("sentiment", DataCfg(source="files", files=[str(p)] * 2, encoding="cp1252",
+                                                           split=[0.5, 0.25, 0.25])).splits.values() for e in part]
+    assert {"un café très réussi", "une soirée ratée"} == {e["text"] for e in rows}
+    t = tmp_path / "latin.txt"
+    t.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.txt: not UTF-8 text .*data.encoding"):
+        load_splits("lm", DataCfg(source="files", files=[str(t)] * 3))
 
 
 def test_splits_deterministic_disjoint_and_sized():

@@ -76,8 +76,11 @@ def test_an_unknown_architecture_is_refused_before_ray_starts(workdir, capsys):
 
     from squeeze import cli
 
-    config = transformers.AutoConfig.for_model("bloom", hidden_size=32, n_layer=2, n_head=2, vocab_size=50)
+    from squeeze import vocab
+
+    config = transformers.AutoConfig.for_model("bloom", hidden_size=32, n_layer=2, n_head=2, vocab_size=300)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(workdir / "bloom")
+    vocab.build("gpt2", ["a few words of text"] * 10, workdir / "bloom", 300)
     doc = {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "technique": ["imp_prune"],
                                           "model": {"name": "./bloom"}, "data": {"size": 60}}]}
     (workdir / "s.yaml").write_text(yaml.safe_dump(doc))

@@ -54,26 +54,55 @@ def format_of(task, path: str, declared: str | None) -> str:
 
 
 def read_file(task, path: str, data, label: str | None = None) -> list[dict]:
-    """Read one local file in the format declared or inferred from its extension (or, for dialogue, its text)."""
+    """Read one local file in the format declared or inferred from its extension (or, for dialogue, its text).
+
+    Raises:
+        DataError: naming the file, the line where known and the option to change (a file in another text
+            encoding: the encoding it looks like, and ``data.encoding``).
+    """
     path = os.path.expandvars(path)
     if not Path(path).is_file():
         raise DataError(path, "no such data file")
     fmt = format_of(task, path, data.format)
+    try:
+        return _read(fmt, path, data, label)
+    except UnicodeDecodeError as exc:
+        raise _encoding_error(path, data, exc) from None
+
+
+def _read(fmt: str, path: str, data, label: str | None) -> list[dict]:
+    enc = data.encoding or "utf-8-sig"
     if fmt in TABLES:
         return read_labelled(path, data)
     if fmt == "conll":
-        return read_conll(path, data.tag_column, data.scheme, data.token_column, data.comment_prefix, data.delimiter)
+        return read_conll(path, data.tag_column, data.scheme, data.token_column, data.comment_prefix, data.delimiter, enc)
     if fmt == "chat":
         return read_chat(path, data)
     if fmt == "turns":
         return read_turns(path, data)
     if fmt == "lines":
-        return read_lines(path, label_of(path, label))
+        return read_lines(path, label_of(path, label), enc)
     if fmt == "parlai":
-        return read_parlai(path)
+        examples = read_parlai(path, enc)
+        if data.distractors and not any(ex["candidates"] for ex in examples):  # ParlAI text without candidates
+            dailydialog.add_candidates(examples, data.distractors, data.seed)
+        return examples
     if fmt == "dailydialog":
-        return dailydialog.read_dailydialog(path, data.distractors, data.seed)
-    return read_text(path)
+        return dailydialog.read_dailydialog(path, data.distractors, data.seed, enc)
+    return read_text(path, enc)
+
+
+def _encoding_error(path: str, data, exc: UnicodeDecodeError) -> DataError:
+    try:
+        from charset_normalizer import from_path
+
+        best = from_path(path).best()
+        guess = best.encoding if best is not None else None
+    except Exception:  # the guess is a courtesy; the error stands without it
+        guess = None
+    found = f": it looks like {guess}" if guess else ""
+    return DataError(path, f"not {data.encoding or 'UTF-8'} text ({exc.reason} at byte {exc.start}){found}; set "
+                           f"data.encoding{f' to {guess}' if guess else ''} or re-encode the file")
 
 
 def split_pool(pool: list[dict], fractions, seed: int) -> dict[str, list[dict]]:

@@ -59,7 +59,8 @@ def _check_columns(path: Path, lines: list[tuple[int, list[str]]], token_column:
 
 
 def read_conll(path: str | Path, tag_column: int = -1, scheme: Literal["auto", "iob1", "iob2"] = "auto",
-               token_column: int = 0, comment_prefix: str | None = None, delimiter: str | None = None) -> list[dict]:
+               token_column: int = 0, comment_prefix: str | None = None, delimiter: str | None = None,
+               encoding: str = "utf-8-sig") -> list[dict]:
     """Read sentences as ``{"tokens", "tags"}`` with tags in IOB2.
 
     Args:
@@ -71,7 +72,7 @@ def read_conll(path: str | Path, tag_column: int = -1, scheme: Literal["auto", "
     path = Path(path)
     lines: list[tuple[int, list[str] | None]] = []  # (line number, columns), None between sentences
     width = None
-    with path.open(encoding="utf-8-sig") as fh:
+    with path.open(encoding=encoding) as fh:
         for n, raw in enumerate(fh, 1):
             line = raw.rstrip("\r\n") if delimiter else raw.strip()
             if comment_prefix and line.startswith(comment_prefix):

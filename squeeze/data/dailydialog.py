@@ -24,11 +24,11 @@ def looks_like(path: str | Path) -> bool:
     return False
 
 
-def read_dailydialog(path: str | Path, distractors: int = 19, seed: int = 0) -> list[dict]:
+def read_dailydialog(path: str | Path, distractors: int = 19, seed: int = 0, encoding: str = "utf-8-sig") -> list[dict]:
     """One example per reply (every utterance after the first): ``{"persona", "history", "reply", "candidates", "dialog"}``."""
     path = Path(path)
     dialogues = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding=encoding) as fh:
         for n, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
@@ -49,6 +49,14 @@ def read_dailydialog(path: str | Path, distractors: int = 19, seed: int = 0) -> 
             cands = draw_candidates(rng, replies, d, turns[i], distractors) if distractors else []
             examples.append({"persona": [], "history": turns[:i], "reply": turns[i], "candidates": cands, "dialog": d})
     return examples
+
+
+def add_candidates(examples: list[dict], k: int, seed: int) -> None:
+    """Give every example the gold reply plus ``k`` replies of other dialogues (in place)."""
+    rng = random.Random(seed)
+    replies = [(ex["dialog"], ex["reply"]) for ex in examples]
+    for ex in examples:
+        ex["candidates"] = draw_candidates(rng, replies, ex["dialog"], ex["reply"], k)
 
 
 def draw_candidates(rng: random.Random, replies: list[tuple[int, str]], dialog: int, gold: str, k: int) -> list[str]:

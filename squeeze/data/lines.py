@@ -17,6 +17,6 @@ def label_of(path: str | Path, declared: str | None = None) -> str:
     return label
 
 
-def read_lines(path: str | Path, label: str) -> list[dict]:
+def read_lines(path: str | Path, label: str, encoding: str = "utf-8-sig") -> list[dict]:
     """Non-empty lines as ``{"text", "label"}`` examples, all with ``label``."""
-    return [{"text": row["text"], "label": label} for row in read_text(path)]
+    return [{"text": row["text"], "label": label} for row in read_text(path, encoding)]

@@ -42,6 +42,9 @@ class DataCfg(Strict):
     dialogue_column: str = Field("dialogue_id", description="turns: the column naming each utterance's dialogue")
     turn_column: Optional[str] = Field(None, description="turns: the order within a dialogue (default: file order)")
     speaker_column: Optional[str] = Field(None, description="turns: consecutive utterances of a speaker are joined")
+    encoding: Optional[str] = Field(None, description="text encoding of the files (default UTF-8, with or without BOM)")
+    truncation_side: Literal["right", "left"] = Field("right", description="which end of a text longer than "
+                                                       "max_length is cut (left keeps a review's ending)")
     limit_train: int = Field(0, ge=0)
     limit_eval: int = Field(0, ge=0)
 

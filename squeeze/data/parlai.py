@@ -13,14 +13,14 @@ from squeeze.data.errors import DataError
 PERSONA = "your persona:"
 
 
-def read_parlai(path: str | Path) -> list[dict]:
+def read_parlai(path: str | Path, encoding: str = "utf-8-sig") -> list[dict]:
     """One example per turn: ``{"persona", "history", "reply", "candidates", "dialog"}``."""
     path = Path(path)
     examples: list[dict] = []
     persona: list[str] = []
     history: list[str] = []
     last, dialog = 0, -1
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding=encoding) as fh:
         for n, raw in enumerate(fh, 1):
             line = raw.rstrip("\n")
             if not line.strip():

@@ -33,9 +33,9 @@ def _load(path: Path, kind: str, data):
     if kind in ("csv", "tsv"):
         delimiter = data.delimiter or ("\t" if kind == "tsv" else ",")
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV text holds stray quotes: he said "hi
-        kw = dict(delimiter=delimiter, quoting=quoting, encoding="utf-8-sig", na_filter=False)
+        kw = dict(delimiter=delimiter, quoting=quoting, encoding=data.encoding or "utf-8-sig", na_filter=False)
         if data.header:
-            with path.open(encoding="utf-8-sig", newline="") as fh:
+            with path.open(encoding=data.encoding or "utf-8-sig", newline="") as fh:
                 names = next(csv.reader(fh, delimiter=delimiter, quoting=quoting), [])
         else:
             names = list(data.columns)
@@ -81,6 +81,11 @@ def read_table(path: str | Path, data, kind: str | None = None) -> list[dict]:
     try:
         ds = _load(path, kind, data)
     except Exception as exc:  # pandas/arrow parse errors arrive wrapped in DatasetGenerationError
+        cause = exc
+        while cause is not None and not isinstance(cause, UnicodeDecodeError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None  # named with the encoding it looks like by squeeze.data.read_file
         why, line = _first_bad_json_line(path) if kind == "jsonl" else (None, None)
         if why is None:
             why, line = _why(exc)

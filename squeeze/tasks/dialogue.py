@@ -6,7 +6,8 @@ Metrics: perplexity of the reply per word (``word_ppl``: the primary, comparable
 per token (``ppl``), Hits@1/5/10 by ranking the candidate replies by their mean log-likelihood, BLEU and
 TER (a fraction, the paper's scale) of generated replies, BERTScore when a scorer model is configured.
 The context that prompts generation and ranking has a fixed token budget (half of ``max_length``), so it
-never depends on the gold reply's length.
+never depends on the gold reply's length. Perplexities are computed at every evaluation; ranking and
+generation (20 forward passes per turn, and decoding) only for the final model's test set.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class DialogueTask(Task):
     formats = ("parlai", "dailydialog", "chat", "turns")
     default_split = (0.99, 0.005, 0.005)
     synthetic = staticmethod(synthetic.dialogue)
+    # the paper's Table 4 column -> ours; the first ranks the techniques in the comparison
+    paper_metrics = {"hits_at_1": "hits_at_1", "hits_at_5": "hits_at_5", "hits_at_10": "hits_at_10", "bleu": "bleu",
+                     "ter": "ter", "bertscore": "bertscore_f1"}
     pkd_positions = "reply"
     lm_scored = True
 
@@ -55,6 +59,12 @@ class DialogueTask(Task):
     def texts(self, examples):
         for ex in examples:
             yield " ".join(ex["persona"] + ex["history"] + [ex["reply"]])
+
+    def labels(self, splits):
+        if not any(ex["candidates"] for ex in splits["test"]):
+            raise DataError("test", "no turn has candidate replies, so Hits@k cannot be measured; set data.distractors "
+                                    "above 0 (replies drawn from other dialogues, as ConvAI2 built its candidates)")
+        return None
 
     def prepare_tokenizer(self, tokenizer):
         tokenizer.add_special_tokens(SPECIAL_TOKENS)
@@ -146,7 +156,8 @@ class DialogueTask(Task):
         n_words = sum(f["n_words"] for f in features)
         scores = {"word_ppl": metrics.perplexity(nll_sum, n_words), "ppl": metrics.perplexity(nll_sum, n_tok),
                   "nll": nll_sum / max(n_tok, 1)}
-        scores.update(self._rank(model, tokenizer, features, eval_cfg.max_rank if eval_cfg else 0, device, max_length))
+        if final:  # ranking 20 candidates per turn costs 20 forward passes: once, on the final model's test set
+            scores.update(self._rank(model, tokenizer, features, eval_cfg.max_rank if eval_cfg else 0, device, max_length))
         rows = [{"context": " | ".join(ex["history"]), "reply": ex["reply"]} for ex in examples]
         if final and eval_cfg is not None and eval_cfg.max_generate >= 0:
             n_gen = eval_cfg.max_generate or len(features)
@@ -154,7 +165,10 @@ class DialogueTask(Task):
             refs = [ex["reply"] for ex in examples[:n_gen]]
             scores.update(metrics.generation(hyps, refs))
             if eval_cfg.bertscore_model:
-                scores.update(metrics.bertscore(hyps, refs, eval_cfg.bertscore_model, eval_cfg.bertscore_layers))
+                from squeeze.presets import resolve_source  # a preset name (minilm) or a model folder
+
+                scores.update(metrics.bertscore(hyps, refs, resolve_source(eval_cfg.bertscore_model),
+                                                eval_cfg.bertscore_layers))
             for row, hyp in zip(rows, hyps):
                 row["prediction"] = hyp
         return scores, rows

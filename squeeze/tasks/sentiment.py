@@ -19,6 +19,8 @@ class SentimentTask(Task):
     formats = ("csv", "tsv", "json", "jsonl", "parquet", "lines")
     default_split = (0.5, 0.25, 0.25)          # the paper's split of IMDB
     synthetic = staticmethod(synthetic.sentiment)
+    # the paper's Table 4 column -> ours; the first ranks the techniques in the comparison
+    paper_metrics = {"accuracy": "accuracy", "f1": "f1", "precision": "precision", "recall": "recall"}
     pkd_positions = "sequence"
 
     def from_hub(self, ds, data):
@@ -34,6 +36,13 @@ class SentimentTask(Task):
                 raise DataError(split, f"labels {extra} do not occur in the train split (train labels: {names})")
         if len(names) < 2:
             raise DataError("train", f"need at least two labels, found {names}")
+        folded = {}
+        for n in names:
+            folded.setdefault(n.strip().lower(), []).append(n)
+        clash = [v for v in folded.values() if len(v) > 1]
+        if clash:
+            raise DataError("train", f"labels {clash[0]} differ only by case or spaces: they would be separate classes; "
+                                     "make them consistent in the data or map them with data.label_map")
         return names
 
     def encode(self, examples, tokenizer, labels, max_length):

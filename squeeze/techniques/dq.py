@@ -15,7 +15,7 @@ from squeeze.techniques.base import NoOp
 
 
 class DQParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     # also int8 (weight-only, per row) embeddings, as QAT's default, so DQ and QAT sizes compare like with like;
     # false reproduces the paper's DQ, whose PyTorch left the embeddings in fp32
     embeddings: bool = True

@@ -40,7 +40,7 @@ from squeeze.techniques.base import NoOp
 
 
 class PruneParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     sparsity: float = Field(0.7, gt=0, lt=1, description="target X over the prunable weights")
     every: int = Field(100, gt=0, description="Y: optimizer steps between prune events")
     step_fraction: float = Field(0.1, gt=0, lt=1, description="share pruned per event (of `step_of`)")

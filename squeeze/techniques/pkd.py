@@ -39,7 +39,7 @@ from squeeze.techniques.base import NoOp
 
 
 class PKDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     alpha: float = Field(0.5, ge=0, le=1)
     temperature: float = Field(10.0, gt=0)
     beta: float = Field(100.0, ge=0, description="patience weight on Sun et al.'s scale (a mean squared error)")

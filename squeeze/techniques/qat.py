@@ -16,7 +16,7 @@ from squeeze.techniques.dq import check_conv1d_conversion, quantize
 
 
 class QATParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     embeddings: bool = True
 
 

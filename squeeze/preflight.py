@@ -1,0 +1,105 @@
+"""Checks across stages and against the machine, on the driver, before Ray starts (and in ``--dry-run``).
+
+The schema (``squeeze.config``) checks each sweep on its own; this module checks what needs more than one
+sweep or knowledge of the model and the machine: a source stage that exists, runs the same task (or is the
+prune stage) on the same model family, a PKD student no deeper than its teacher, ``max_length`` within the
+model's positions, ``device: cuda`` where a GPU can be had.
+
+Raises ``ConfigError`` naming the sweep and field, with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+from squeeze import presets
+from squeeze.overrides import ConfigError
+from squeeze.registry import get_task_class, get_technique_class
+
+
+def _config(name: str):
+    """The model's transformers config without its weights (None when it cannot be read here)."""
+    if name in presets.TINY:
+        return None
+    try:
+        import transformers
+
+        return transformers.AutoConfig.from_pretrained(presets.resolve_source(name))
+    except Exception:
+        return None
+
+
+def max_positions(name: str) -> int | None:
+    """Tokens the model can take (RoBERTa reserves two positions for its padding offset)."""
+    if name in presets.TINY:
+        return 512
+    if name == "smollm2":
+        return 8192
+    cfg = _config(name)
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    return None if n is None else n - (2 if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta") else 0)
+
+
+def depth(name: str) -> int | None:
+    if name == "smollm2":
+        return 30  # known without converting it
+    if name in presets.TINY:
+        return presets.TINY[name]["config"].get("num_hidden_layers") or presets.TINY[name]["config"].get("n_layer") or \
+            presets.TINY[name]["config"].get("n_layers")
+    cfg = _config(name)
+    return getattr(cfg, "num_hidden_layers", None)
+
+
+def _where(cfg, i: int, field: str) -> str:
+    return f"sweeps.{i}.{field} ({cfg.sweeps[i].name})"
+
+
+def check_sources(cfg, i: int, known_elsewhere) -> None:
+    """A sweep's source: in the file (or finished in the experiment), same task or the prune stage, same family."""
+    s = cfg.sweeps[i]
+    if s.source is None:
+        return
+    names = [x.name for x in cfg.sweeps]
+    if s.source.sweep not in names:
+        if not known_elsewhere(s.source.sweep):
+            raise ConfigError(f"{_where(cfg, i, 'source.sweep')}: no sweep {s.source.sweep!r} in this file or finished "
+                              f"in the experiment; sweeps in the file: {', '.join(names)}")
+        return
+    origin = cfg.sweeps[names.index(s.source.sweep)]
+    if origin.task != s.task and not get_task_class(origin.task).pretraining:
+        raise ConfigError(f"{_where(cfg, i, 'source.sweep')}: {origin.name!r} runs task {origin.task!r}, this sweep "
+                          f"{s.task!r}: a stage starts from trials of its own task (or of the prune stage)")
+    if presets.model_type(origin.model.name) != presets.model_type(s.model.name):
+        raise ConfigError(f"{_where(cfg, i, 'model.name')}: {s.model.name!r} is not the model family of its source "
+                          f"{origin.name!r} ({origin.model.name!r})")
+    if "pkd" in [get_technique_class(t).name for t in s.technique]:
+        layers = (s.params.get("pkd") or {}).get("layers")
+        teacher = depth(origin.model.name)
+        if layers and teacher and layers > teacher:
+            raise ConfigError(f"{_where(cfg, i, 'params.pkd.layers')}: a {layers}-layer student is deeper than its "
+                              f"{teacher}-layer teacher ({origin.model.name})")
+
+
+def check_machine(cfg, i: int) -> None:
+    """max_length within the model's positions; a CUDA device only where a GPU can be had."""
+    s = cfg.sweeps[i]
+    limit = max_positions(s.model.name)
+    if limit is not None and s.train.max_length > limit:
+        raise ConfigError(f"{_where(cfg, i, 'train.max_length')}: {s.train.max_length} tokens, but {s.model.name!r} "
+                          f"takes at most {limit}")
+    wants_gpu = s.train.device == "cuda" or s.resources.gpu > 0
+    if s.train.device == "cuda" and s.resources.gpu == 0:
+        raise ConfigError(f"{_where(cfg, i, 'train.device')}: cuda needs resources.gpu > 0 (a trial gets no GPU otherwise)")
+    if wants_gpu and not os.environ.get("RAY_ADDRESS"):  # a private local Ray: this machine is the cluster
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{_where(cfg, i, 'resources.gpu' if s.resources.gpu else 'train.device')}: this machine "
+                              "has no CUDA GPU (set RAY_ADDRESS to run on a cluster that has one)")
+
+
+def check(cfg, known_elsewhere=lambda name: False) -> None:
+    """Every check of this module, for every sweep of the file."""
+    for i in range(len(cfg.sweeps)):
+        check_sources(cfg, i, known_elsewhere)
+        check_machine(cfg, i)

@@ -1,0 +1,223 @@
+"""The bad-input catalogue: one case per row, each must exit 2 before Ray starts, naming the field or file.
+
+Every row is (id, setup, command, needle): ``setup`` writes what the case needs into the working directory
+(sweep files, data files, model folders), ``command`` is the CLI's argv, ``needle`` a piece of the message that
+names what is wrong. The test asserts exit code 2, the needle, no traceback, and that no Ray started.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from squeeze import cli
+
+BASE = {"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60},
+        "train": {"epochs": 1, "max_length": 32}}
+
+
+def doc(*sweeps, **top):
+    return {"experiment": "bad", "sweeps": [copy.deepcopy(s) for s in sweeps] or [copy.deepcopy(BASE)], **top}
+
+
+def sweep(**kw):
+    out = copy.deepcopy(BASE)
+    if "dq" in kw.get("technique", []):
+        out["train"]["epochs"] = 0  # post-training
+    for key, value in kw.items():
+        node = out
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def yml(d, name="s.yaml"):
+    def write(w):
+        (w / name).write_text(yaml.safe_dump(d) if not isinstance(d, str) else d)
+    return write
+
+
+def files(*pairs, then=None):
+    """Write data files (name, text or bytes), then the sweep file."""
+    def write(w):
+        for name, content in pairs:
+            (w / name).parent.mkdir(parents=True, exist_ok=True)
+            (w / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        if then is not None:
+            then(w)
+    return write
+
+
+def model_dir(w, tokenizer=True):
+    import transformers
+
+    from squeeze import vocab
+
+    cfg = transformers.AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                            intermediate_size=64, vocab_size=300)
+    transformers.AutoModelForSequenceClassification.from_config(cfg).save_pretrained(w / "mine")
+    if tokenizer:
+        vocab.build("bert", ["some words of text"] * 5, w / "mine", 300)
+
+
+RUN = ["sweep", "s.yaml", "--dry-run"]
+CSV = "text,label\n" + "".join(f"review number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+PRUNE = {"name": "p", "task": "lm", "technique": ["imp_prune"], "model": {"name": "tiny-bert"}, "data": {"size": 60}}
+BASELINE = sweep(name="base")
+
+CASES = [
+    # ---- the sweep file
+    ("malformed yaml", yml("experiment: [unclosed\n"), RUN, "malformed YAML"),
+    ("duplicate key", yml("experiment: a\nexperiment: b\nsweeps: []\n"), RUN, "duplicate key 'experiment'"),
+    ("sweep file not utf-8", lambda w: (w / "s.yaml").write_bytes("experiment: caf\xe9\n".encode("latin-1")), RUN,
+     "s.yaml: not UTF-8 text"),
+    ("top level a list", yml("- a\n- b\n"), RUN, "the top level must be a mapping"),
+    ("unknown top key", yml(doc(colour="red")), RUN, "colour: unknown key"),
+    ("unknown sweep key", yml(doc(sweep(size=3))), RUN, "sweeps.0.size: unknown key"),
+    ("unknown train key", yml(doc(sweep(train__learning_rate=0.1))), RUN, "sweeps.0.train.learning_rate: unknown key"),
+    ("epochs not a number", yml(doc(sweep(train__epochs="three"))), RUN, "sweeps.0.train.epochs"),
+    ("lr zero", yml(doc(sweep(train__lr=0))), RUN, "sweeps.0.train.lr"),
+    ("lr infinite", yml("experiment: bad\nsweeps:\n- {name: s, task: sentiment, model: {name: tiny-bert}, train: {lr: .inf}}\n"),
+     RUN, "sweeps.0.train.lr"),
+    ("batch size zero", yml(doc(sweep(train__batch_size=0))), RUN, "sweeps.0.train.batch_size"),
+    ("unknown task", yml(doc(sweep(task="translation"))), RUN, "unknown task 'translation'"),
+    ("unknown technique", yml(doc(sweep(technique=["magic"]))), RUN, "unknown technique 'magic'"),
+    ("plug-in not importable", yml(doc(sweep(technique=["nopkg.mod:Tech"]))), RUN, "technique 'nopkg.mod:Tech' cannot be imported"),
+    ("params of absent technique", yml(doc(sweep(params={"pkd": {"alpha": 0.1}}))), RUN, "params.pkd: technique 'pkd' is not in"),
+    ("unknown technique param", yml(doc(sweep(technique=["qat"], params={"qat": {"bits": 4}}))), RUN, "params.qat.bits: unknown key"),
+    ("pkd without teacher", yml(doc(sweep(technique=["pkd"]))), RUN, "technique 'pkd' needs a teacher"),
+    ("dq without source", yml(doc(sweep(technique=["dq"]))), RUN, "technique 'dq' needs `source"),
+    ("imp without source", yml(doc(sweep(technique=["imp"]))), RUN, "technique 'imp' needs `source"),
+    ("imp_prune on sentiment", yml(doc(sweep(technique=["imp_prune"]))), RUN, "a pre-training task runs only with"),
+    ("lm without imp_prune", yml(doc(sweep(task="lm"))), RUN, "a pre-training task runs only with"),
+    ("dq that trains", yml(doc(BASELINE, sweep(technique=["dq"], source={"sweep": "base"}, train__epochs=2))), RUN,
+     "train.epochs: technique 'dq' is post-training"),
+    ("sparsity above 1", yml(doc({**PRUNE, "params": {"imp_prune": {"sparsity": 1.5}}})), RUN,
+     "params.imp_prune.sparsity: Input should be less than 1"),
+    ("duplicate sweep names", yml(doc(BASE, BASE)), RUN, "sweep names must be unique"),
+    ("source comes later", yml(doc(sweep(technique=["dq"], source={"sweep": "base"}), BASELINE)), RUN,
+     "'base' must come before 's'"),
+    ("best_per without per", yml(doc(BASELINE, sweep(technique=["dq"], source={"sweep": "base", "select": "best_per"}))),
+     RUN, "select 'best_per' needs `per`"),
+    ("no sweeps", yml({"experiment": "bad", "sweeps": []}), RUN, "sweeps:"),
+    ("split not summing to 1", yml(doc(sweep(data__split=[0.5, 0.5, 0.5]))), RUN, "sweeps.0.data.split: must be three"),
+    ("hub without a name", yml(doc(sweep(data__source="hub"))), RUN, "source 'hub' needs `name`"),
+    ("files source without files", yml(doc(sweep(data__source="files"))), RUN, "source 'files' needs `files"),
+    ("header false without columns", yml(doc(sweep(data__header=False))), RUN, "header: false needs `columns"),
+    ("columns with a header", yml(doc(sweep(data__columns=["a", "b"]))), RUN, "columns: names the columns of a file without"),
+    ("token and tag column alike", yml(doc(sweep(task="ner", data__tag_column=0))), RUN, "token_column and tag_column are both 0"),
+    ("two-character delimiter", yml(doc(sweep(data__delimiter="::"))), RUN, "sweeps.0.data.delimiter"),
+    # ---- the search space
+    ("max_length searched", yml(doc(sweep(search_space={"max_length": {"grid_search": [32, 64]}}))), RUN,
+     "search_space.max_length: not tunable"),
+    ("unknown sampler", yml(doc(sweep(search_space={"lr": {"gaussian": [1, 2]}}))), RUN, "unknown sampler 'gaussian'"),
+    ("empty grid", yml(doc(sweep(search_space={"lr": {"grid_search": []}}))), RUN, "expected a non-empty list"),
+    ("invalid grid value", yml(doc(sweep(search_space={"lr": {"grid_search": [1e-3, -1]}}))), RUN, "value -1 is invalid"),
+    ("reversed bounds", yml(doc(sweep(search_space={"lr": {"loguniform": [1e-3, 1e-5]}}))), RUN, "lower bound 0.001 must be below"),
+    ("loguniform from zero", yml(doc(sweep(search_space={"lr": {"loguniform": [0, 1e-3]}}))), RUN, "a log-scale sampler needs a positive"),
+    ("uniform on an integer field", yml(doc(sweep(search_space={"epochs": {"uniform": [1, 4]}}))), RUN,
+     "epochs takes integers"),
+    ("normal draw on a bounded field", yml(doc(sweep(search_space={"lr": {"randn": [1e-3, 1e-4]}}))), RUN,
+     "a normal draw can go below lr's lower bound"),
+    ("zero quantum", yml(doc(sweep(search_space={"batch_size": {"qrandint": [8, 32, 0]}}))), RUN, "the quantum q must be positive"),
+    ("infinite bound", yml("experiment: bad\nsweeps:\n- name: s\n  task: sentiment\n  model: {name: tiny-bert}\n"
+                           "  search_space: {lr: {uniform: [0.001, .inf]}}\n"), RUN, "arguments must be finite numbers"),
+    ("untunable key", yml(doc(sweep(search_space={"colour": {"choice": [1]}}))), RUN, "search_space.colour: not a tunable field"),
+    ("space key of absent technique", yml(doc(sweep(search_space={"pkd.alpha": {"grid_search": [0.1]}}))), RUN,
+     "technique 'pkd' is not in"),
+    ("plug-in param unknown", yml(doc(sweep(technique=["faulty:FailOnce"], search_space={"fail_once.bogus": {"grid_search": [1]}}))),
+     RUN, "search_space.faulty:FailOnce.bogus: unknown key"),
+    # ---- models
+    ("model folder missing", yml(doc(sweep(model={"name": "./no/such/dir"}))), RUN, "model directory './no/such/dir' does not exist"),
+    ("model folder without tokenizer", lambda w: (model_dir(w, tokenizer=False), yml(doc(sweep(model={"name": "./mine"})))(w)),
+     RUN, "holds no tokenizer"),
+    ("unknown hub model", yml(doc(sweep(model={"name": "no-such-org/no-such-model"}))), RUN, "not found on the Hugging Face hub"),
+    ("teacher not a model", yml(doc(sweep(technique=["pkd"], params={"pkd": {"teacher": "/tmp"}}))), RUN,
+     "teacher '/tmp' is neither runs:/"),
+    ("BERTScore model missing", yml(doc(sweep(task="dialogue", model={"name": "tiny-gpt2"}, eval={"bertscore_model": "/nope"}))),
+     RUN, "BERTScore model '/nope' is not a model folder"),
+    # ---- across stages and against the machine
+    ("missing source sweep", yml(doc(sweep(technique=["dq"], source={"sweep": "ghost"}))), RUN,
+     "sweeps.0.source.sweep (s): no sweep 'ghost' in this file or finished in the experiment"),
+    ("source of another task", yml(doc(sweep(name="base", task="ner"), sweep(technique=["dq"], source={"sweep": "base"}))), RUN,
+     "'base' runs task 'ner', this sweep 'sentiment'"),
+    ("source of another family", yml(doc(sweep(name="base", model={"name": "tiny-gpt2"}),
+                                         sweep(technique=["dq"], source={"sweep": "base"}))), RUN,
+     "'tiny-bert' is not the model family of its source"),
+    ("student deeper than teacher", yml(doc(BASELINE, sweep(technique=["pkd"], source={"sweep": "base"},
+                                                            params={"pkd": {"layers": 6}}))), RUN,
+     "a 6-layer student is deeper than its 4-layer teacher"),
+    ("max_length above positions", yml(doc(sweep(train__max_length=1024))), RUN, "takes at most 512"),
+    ("cuda without a gpu", yml(doc(sweep(train__device="cuda"))), RUN, "cuda needs resources.gpu > 0"),
+    ("a gpu this machine lacks", yml(doc(sweep(resources={"gpu": 1}))), RUN, "this machine has no CUDA GPU"),
+    # ---- data files
+    ("missing data file", yml(doc(sweep(data={"source": "files", "files": ["nope.csv"]}))), RUN, "data file 'nope.csv' does not exist"),
+    ("csv with extra fields", files(("d.csv", CSV + "a,b,c\n"), then=yml(doc(sweep(data={"source": "files", "files": ["d.csv"]})))),
+     RUN, "d.csv:42: cannot be read as csv"),
+    ("csv without the label column", files(("d.csv", CSV.replace("label", "y")),
+                                           then=yml(doc(sweep(data={"source": "files", "files": ["d.csv"]})))),
+     RUN, "d.csv: no column 'label'"),
+    ("ner without entities", files(("n.conll", "a O\nb O\n\nc O\n" * 20),
+                                   then=yml(doc(sweep(task="ner", data={"source": "files", "files": ["n.conll"]})))),
+     RUN, "no entity tag: every tag is O"),
+    ("labels differing by case", files(("d.csv", CSV.replace(",pos", ",Pos", 3).replace(",neg", ",neg")),
+                                       then=yml(doc(sweep(data={"source": "files", "files": ["d.csv"]})))),
+     RUN, "differ only by case"),
+    ("dialogue without candidates", files(("dd.txt", "".join(f"hi {i} __eou__ hello {i} __eou__\n" for i in range(30))),
+                                          then=yml(doc(sweep(task="dialogue", model={"name": "tiny-gpt2"},
+                                                             data={"source": "files", "files": ["dd.txt"], "distractors": 0})))),
+     RUN, "no turn has candidate replies"),
+    ("data file not utf-8", files(("d.csv", CSV.replace("review", "caf\xe9").encode("cp1252")),
+                                  then=yml(doc(sweep(data={"source": "files", "files": ["d.csv"]})))), RUN,
+     "d.csv: not UTF-8 text"),
+    ("tag column of tokens", files(("t.conll", "B-ORG EU\nO rejects\n\n" * 10),
+                                   then=yml(doc(sweep(task="ner", data={"source": "files", "files": ["t.conll"]})))),
+     RUN, "column 1 does not look like tags"),
+    ("format the task cannot read", files(("r.txt", "a review\n" * 20),
+                                          then=yml(doc(sweep(data={"source": "files", "files": ["r.txt"]})))),
+     RUN, "format 'text' cannot feed task 'sentiment'"),
+    ("prune schedule too long", yml(doc({**PRUNE, "params": {"imp_prune": {"every": 1000}}})), RUN,
+     "sweep 'p': IMP schedule X=0.7, Y=1000"),
+    # ---- overrides and options
+    ("override without =", yml(doc()), RUN + ["train.epochs"], "expected key=value"),
+    ("override index out of range", yml(doc()), RUN + ["sweeps.5.train.epochs=1"], "index 5 is out of range"),
+    ("override unknown sweep", yml(doc()), RUN + ["sweeps.nope.train.epochs=1"], "no sweep named 'nope'"),
+    ("override not yaml", yml(doc()), RUN + ["train.epochs=[1"], "the value is not valid YAML"),
+    ("override unknown key", yml(doc()), RUN + ["colour=red"], "unknown key 'colour'"),
+    ("only an unknown sweep", yml(doc()), RUN + ["--only", "zzz"], "--only zzz: no such sweep"),
+    # ---- commands
+    ("missing sweep file", lambda w: None, ["sweep", "nope.yaml"], "nope.yaml: no such sweep file"),
+    ("ls without a store", lambda w: None, ["ls", "--experiment", "x"], "no MLflow store at"),
+    ("report without a store", lambda w: None, ["report", "--experiment", "x"], "no MLflow store at"),
+    ("ls of an unknown experiment", lambda w: __import__("squeeze.tracking").tracking.ensure_experiment(
+        f"sqlite:///{w / 'mlflow.db'}", "other"), ["ls", "--experiment", "x"], "experiment 'x' not found"),
+    ("unreachable server", yml(doc()), ["sweep", "s.yaml", "--tracking-uri", "http://127.0.0.1:9"],
+     "MLflow tracking server http://127.0.0.1:9 is unreachable"),
+    ("ls on an unreachable server", lambda w: None, ["ls", "--experiment", "x", "--tracking-uri", "http://127.0.0.1:9"],
+     "is unreachable"),
+]
+
+
+@pytest.mark.parametrize("name,setup,argv,needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_before_ray_naming_what_is_wrong(workdir, capsys, name, setup, argv, needle):
+    import ray
+
+    ray_before = ray.is_initialized()
+    setup(workdir)
+    assert cli.main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+    assert "Traceback" not in err
+    assert not (workdir / "ray_results").exists() and ray.is_initialized() == ray_before
+    if name not in ("ls of an unknown experiment",):
+        assert not (workdir / "mlflow.db").exists()  # nothing was created either
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CASES) >= 60
+    assert json.dumps([c[0] for c in CASES])  # ids are plain text
