@@ -80,7 +80,7 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
 
 def _prune_section(df) -> list[str]:
     """The IMP prune stage's trials: schedule, events, reached sparsity, and whether the last prune was forced."""
-    rows = df[df["technique"] == "imp-prune"]
+    rows = df[df["technique"] == "imp_prune"]
     if rows.empty:
         return []
     cols = [c for c in ("sweep", "X", "Y", "params.imp_prune.step_of", "prune/events", "prune/final_sparsity",

@@ -74,14 +74,14 @@ def _stale(df: pd.DataFrame) -> pd.Series:
     return df["source_run"].map(lambda src: isinstance(src, str) and src != "" and src not in current)
 
 
-DISPLAY = {"finetune": "baseline", "imp+dq": "dq+imp", "imp_prune": "imp-prune"}
+LEGACY = {"finetune": "baseline", "imp+dq": "dq+imp", "imp-prune": "imp_prune"}  # tags of runs before one vocabulary
 
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     """Display technique names, the stage, and the IMP schedule (X, Y) carried along the source chain."""
     df = df.copy()
     df["stage"] = df["sweep"]
-    df["technique"] = df["technique"].map(lambda t: DISPLAY.get(t, t))
+    df["technique"] = df["technique"].map(lambda t: LEGACY.get(t, t))
     x = df.get("params.imp_prune.sparsity", pd.Series(index=df.index, dtype=float))
     y = df.get("params.imp_prune.every", pd.Series(index=df.index, dtype=float))
     df["X"], df["Y"] = pd.to_numeric(x, errors="coerce"), pd.to_numeric(y, errors="coerce")
@@ -102,7 +102,7 @@ def load_prune_histories(experiment: str, tracking_uri: str | None = None) -> pd
     client = mlflow_client(uri)
     runs = load_runs(experiment, uri)
     rows = []
-    for _, r in runs[runs["technique"] == "imp-prune"].iterrows():
+    for _, r in runs[runs["technique"] == "imp_prune"].iterrows():
         sp = {m.step: m.value for m in client.get_metric_history(r["run_id"], "prune/sparsity")}
         pp = {m.step: m.value for m in client.get_metric_history(r["run_id"], "prune/ppl")}
         for step in sorted(set(sp) & set(pp), key=lambda s: (s < 0, s)):
@@ -112,13 +112,24 @@ def load_prune_histories(experiment: str, tracking_uri: str | None = None) -> pd
 
 
 def _number(v: str):
-    try:
-        return int(v)
-    except ValueError:
+    """A param's value with its type back: int, float, bool, None, list (MLflow stores them as text)."""
+    import json
+
+    for parse in (int, float):
         try:
-            return float(v)
+            return parse(v)
         except ValueError:
-            return v
+            pass
+    if v in ("True", "False"):
+        return v == "True"
+    if v == "None":
+        return None
+    if v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            pass
+    return v
 
 
 def to_parquet(df: pd.DataFrame, path: str) -> None:

@@ -19,7 +19,14 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+def _output(p: argparse.ArgumentParser) -> None:
+    """--verbose / --quiet after the command as well as before it."""
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="Ray's tables and the trials' logs")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors and the final results")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
+    _output(p)
     p.add_argument("file", help="sweep YAML")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=1 sweeps.0.data.size=200")
     p.add_argument("--dry-run", action="store_true", help="validate, load and tokenize the data; run nothing")
@@ -29,17 +36,24 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from squeeze import __version__
+
     parser = argparse.ArgumentParser(prog="squeeze", description="Measure the best way to compress a model for a task.")
+    parser.add_argument("--version", action="version", version=f"squeeze {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="Ray Tune's progress tables and the trials' own logs")
+    parser.add_argument("--quiet", action="store_true", help="only errors and the final results")
     sub = parser.add_subparsers(dest="command", required=True)
     _common(sub.add_parser("sweep", help="run the sweeps of a file"))
     study = sub.add_parser("study", help="run a study: sweeps in order, skipping those already complete")
     _common(study)
     study.add_argument("--force", action="store_true", help="run complete sweeps again")
     ls = sub.add_parser("ls", help="list an experiment's trials")
+    _output(ls)
     ls.add_argument("--experiment", required=True)
     ls.add_argument("--tracking-uri")
     ls.add_argument("--parquet", help="also write the table to this Parquet file")
     rep = sub.add_parser("report", help="tables, plots and a recommendation for an experiment, logged to MLflow")
+    _output(rep)
     rep.add_argument("--experiment", required=True)
     rep.add_argument("--out", help="folder (default: reports/EXPERIMENT)")
     rep.add_argument("--tracking-uri")
@@ -145,7 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from squeeze import console
+
+    console.set_level("verbose" if args.verbose else "quiet" if args.quiet else "normal")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("ray", "ray.tune", "ray.train", "mlflow", "transformers", "datasets", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies of what MLflow has
+    if not args.verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter prints nothing at verbose 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -43,7 +43,9 @@ class TrainCfg(_Strict):
 
     lr: float = Field(5e-5, gt=0, description="peak learning rate of AdamW")
     epochs: int = Field(3, ge=0, description="0: no training (post-training techniques such as dq)")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="examples per optimizer step")
+    grad_accum: int = Field(1, ge=1, description="micro-batches each batch is split into (gradient accumulation: "
+                                                 "the same batches and updates in 1/grad_accum of the memory)")
     eval_batch_size: int = Field(32, ge=1)
     max_length: int = Field(128, ge=8, le=8192)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -157,7 +159,7 @@ class SourceCfg(_Strict):
 class SweepCfg(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     task: str
-    technique: list[str] = Field(default_factory=lambda: ["finetune"])
+    technique: list[str] = Field(default_factory=lambda: ["baseline"])
     model: ModelCfg
     data: DataCfg = Field(default_factory=DataCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
@@ -254,7 +256,8 @@ class RunCfg(_Strict):
     storage_path: str = "ray_results"
     cache_dir: str = ".squeeze_cache"
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as resources allow")
-    checkpoints_to_keep: int = Field(2, ge=1)
+    checkpoints_to_keep: int = Field(2, ge=0, description="per running trial (0: none, a failed trial restarts); "
+                                                      "a finished stage's checkpoints are deleted")
     sweeps: list[SweepCfg] = Field(..., min_length=1)
 
     @model_validator(mode="after")

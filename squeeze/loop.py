@@ -70,9 +70,10 @@ class Loop:
                  primary: str, mode: str, lr: float, epochs: int, batch_size: int, warmup_ratio: float,
                  weight_decay: float, max_grad_norm: float, seed: int, max_steps: int = 0, device="cpu",
                  precision: str = "fp32", compile: bool = False, num_workers: int = -1,
-                 transform: Callable[[dict, torch.Generator], dict] | None = None):
+                 transform: Callable[[dict, torch.Generator], dict] | None = None, grad_accum: int = 1):
         self.hooks, self.train, self.pad_id, self.evaluate = list(hooks), train, pad_id, evaluate
         self.transform = transform  # per training batch, with a generator seeded per epoch (fresh MLM masks)
+        self.grad_accum = grad_accum  # micro-batches per batch: the same batches, a fraction of the memory
         self.primary, self.mode, self.epochs, self.batch_size = primary, mode, epochs, batch_size
         self.max_grad_norm, self.seed, self.device = max_grad_norm, seed, torch.device(device)
         self.num_workers = (2 if self.device.type == "cuda" else 0) if num_workers < 0 else num_workers
@@ -102,7 +103,8 @@ class Loop:
             return not math.isnan(value)
         return value > self.state.best if self.mode == "max" else value < self.state.best
 
-    def _step(self, batch, indices: list[int]) -> torch.Tensor:
+    def _micro(self, batch, indices: list[int], weight: float) -> torch.Tensor:
+        """Forward and backward one micro-batch, its loss weighted by its share of the batch's labels."""
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             kwargs = {"output_hidden_states": True} if self.needs_hidden else {}
             outputs = self.forward(**batch, **kwargs)
@@ -111,11 +113,26 @@ class Loop:
                 extra = hook.extra_loss(batch, outputs, indices)
                 if extra is not None:
                     loss = loss + extra
+        loss = loss * weight
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss.detach()
+
+    def _split(self, batch, indices: list[int]) -> list[tuple[dict, list[int], float]]:
+        """``grad_accum`` micro-batches of one batch, weighted so their losses add up to the batch's mean: by
+        their share of labelled positions (tokens for token-level losses, examples for sequence labels)."""
+        if self.grad_accum == 1:
+            return [(batch, indices, 1.0)]
+        size = -(-len(indices) // self.grad_accum)
+        parts = [(i, min(i + size, len(indices))) for i in range(0, len(indices), size)]
+        labels = batch["labels"]
+        counts = [int((labels[a:b] != -100).sum()) for a, b in parts]
+        total = max(sum(counts), 1)
+        return [({k: v[a:b] for k, v in batch.items()}, indices[a:b], c / total) for (a, b), c in zip(parts, counts)]
+
+    def _step(self, batch, indices: list[int]) -> torch.Tensor:
+        loss = sum(self._micro(b, i, w) for b, i, w in self._split(batch, indices))
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 # train fields that only mean something when a sweep trains: post-training sweeps (dq) take none of
 # them from `defaults` or from a global override (max_length, device, threads, precision still apply)
-TRAINING_ONLY = ("lr", "epochs", "batch_size", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "compile",
+TRAINING_ONLY = ("lr", "epochs", "batch_size", "grad_accum", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "compile",
                  "num_workers")
 
 
@@ -35,7 +35,7 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def post_training(sweep: dict, defaults: dict) -> bool:
     """Does this raw sweep run a post-training technique? (unknown names: False, the schema reports them)"""
-    techs = sweep.get("technique", defaults.get("technique", ["finetune"]))
+    techs = sweep.get("technique", defaults.get("technique", ["baseline"]))
     try:
         return any(get_technique_class(t).post_training for t in ([techs] if isinstance(techs, str) else techs))
     except (KeyError, TypeError):

@@ -90,7 +90,11 @@ def check_machine(cfg, i: int) -> None:
     wants_gpu = s.train.device == "cuda" or s.resources.gpu > 0
     if s.train.device == "cuda" and s.resources.gpu == 0:
         raise ConfigError(f"{_where(cfg, i, 'train.device')}: cuda needs resources.gpu > 0 (a trial gets no GPU otherwise)")
-    if wants_gpu and not os.environ.get("RAY_ADDRESS"):  # a private local Ray: this machine is the cluster
+    local = not os.environ.get("RAY_ADDRESS")  # a private local Ray: this machine is the cluster
+    if local and s.resources.cpu > (os.cpu_count() or 1):
+        raise ConfigError(f"{_where(cfg, i, 'resources.cpu')}: a trial asks for {s.resources.cpu:g} CPUs, this machine has "
+                          f"{os.cpu_count()} (set RAY_ADDRESS to run on a cluster)")
+    if wants_gpu and local:
         import torch
 
         if not torch.cuda.is_available():

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 import yaml
 
-from squeeze import checkpoint, measure, models, quant, serialize, telemetry
+from squeeze import checkpoint, measure, models, pyfunc, quant, serialize, telemetry
 from squeeze.loop import EpochResult, Loop, seed_everything
 from squeeze.prepare import Prepared
 from squeeze.registry import get_task, get_technique_class
@@ -66,7 +66,8 @@ class Recipe:
                          lr=tc.lr, epochs=tc.epochs, batch_size=tc.batch_size, warmup_ratio=tc.warmup_ratio,
                          weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, seed=tc.seed,
                          max_steps=tc.max_steps, device=self.device, precision=tc.precision, compile=tc.compile,
-                         num_workers=tc.num_workers, transform=self.task.train_transform(prepared.tokenizer))
+                         num_workers=tc.num_workers, transform=self.task.train_transform(prepared.tokenizer),
+                         grad_accum=tc.grad_accum)
         self.gpu_share = cfg.resources.gpu if 0 < cfg.resources.gpu < 1 else 1.0
         self.train_meter = None
 
@@ -182,8 +183,9 @@ class Recipe:
 
     def _write(self, out: Path, model, predictions: list[dict]) -> None:
         conv1d = any(h.conv1d_to_linear for h in self.hooks)
-        serialize.save(model, out / "model", auto_class=self.head, conv1d_to_linear=conv1d)
+        serialize.save(model, out / "model", auto_class=self.head, conv1d_to_linear=conv1d, task=self.cfg.task)
         self.prepared.tokenizer.save_pretrained(out / "model")
+        pyfunc.add_flavor(out / "model", self.cfg.task)  # an MLflow Model: mlflow.pyfunc.load_model, register_model
         (out / "predictions").mkdir(parents=True, exist_ok=True)
         with open(out / "predictions" / "test.jsonl", "w") as fh:
             for row in predictions:

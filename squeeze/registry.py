@@ -18,7 +18,8 @@ TASKS: dict[str, str] = {
 }
 
 TECHNIQUES: dict[str, str] = {
-    "finetune": "squeeze.techniques.finetune:FineTune",
+    "baseline": "squeeze.techniques.finetune:FineTune",
+    "finetune": "squeeze.techniques.finetune:FineTune",  # the same: plain fine-tuning is the study's baseline
     "pkd": "squeeze.techniques.pkd:PKD",
     "imp_prune": "squeeze.techniques.imp:ImpPrune",
     "imp": "squeeze.techniques.imp:Imp",
@@ -57,4 +58,10 @@ def get_task(name: str):
 def get_technique_class(name: str):
     """A technique class by name or import path (instantiated by the recipe with its params)."""
     return _load(TECHNIQUES, "technique", name)
+
+
+def technique_label(techniques: list[str]) -> str:
+    """One name for a sweep's techniques, the same in the YAML's vocabulary, MLflow's ``technique`` tag and
+    ``load_runs``: the names the classes declare, sorted and joined (``[imp, dq]`` is ``dq+imp``)."""
+    return "+".join(sorted(get_technique_class(t).name for t in techniques))
 

@@ -1,11 +1,16 @@
 """Save and load dense, int8 and sparse models in one self-describing folder, on safetensors.
 
 Folder: ``config.json`` (the transformers config), ``squeeze_format.json`` (what was done to the
-model: Conv1D->Linear, int8 Linear, int8 embeddings, which tensors are sparse) and
-``model.safetensors``. Int8 Linear layers store their int8 weights with scale and zero point;
-a tensor that is mostly zeros is stored as a bitmask plus its non-zero values (of its own
-dtype), whenever that is smaller than dense. Loading rebuilds the same modules and gives
-bit-identical outputs. Nothing is unpickled.
+model: Conv1D->Linear, int8 Linear, int8 embeddings, which tensors are sparse, the task) and the
+weights. Int8 Linear layers store their int8 weights with scale and zero point; a tensor that is
+mostly zeros is stored as a bitmask plus its non-zero values (of its own dtype), whenever that is
+smaller than dense. Loading rebuilds the same modules and gives bit-identical outputs. Nothing is
+unpickled.
+
+A plain float model is a standard Hugging Face folder (``model.safetensors``): ``from_pretrained``
+loads it. Any other (int8, sparse, Conv1D converted) keeps its weights in ``squeeze.safetensors``,
+so ``from_pretrained`` refuses it (no ``model.safetensors``) instead of silently initialising the
+layers it cannot read; ``squeeze.load(folder)`` and the folder's MLflow pyfunc flavour read it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from squeeze import quant
 
 FORMAT_FILE = "squeeze_format.json"
+PLAIN, PACKED = "model.safetensors", "squeeze.safetensors"
 
 
 def _qlinear_cls():
@@ -45,9 +51,9 @@ def _sparse_pays(t: torch.Tensor) -> bool:
     return nnz * t.element_size() + t.numel() / 8 < 0.9 * t.numel() * t.element_size()
 
 
-def _pack(name: str, t: torch.Tensor, out: dict, sparse: dict) -> None:
+def _pack(name: str, t: torch.Tensor, out: dict, sparse: dict, allow_sparse: bool = True) -> None:
     t = t.detach().to("cpu").contiguous()
-    if _sparse_pays(t):
+    if allow_sparse and _sparse_pays(t):
         flat = t.flatten()
         mask = _nonzero_bits(t)
         out[f"{name}.__mask"] = torch.from_numpy(np.packbits(mask.numpy()))
@@ -69,16 +75,34 @@ def _unpack(tensors: dict, sparse: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(model: torch.nn.Module, directory: str | Path, *, auto_class: str, conv1d_to_linear: bool = False) -> Path:
+def _pruned(model: torch.nn.Module, share: float = 0.05) -> bool:
+    """Are at least ``share`` of the model's weights zero (an IMP model), int8 layers included?"""
+    zeros = total = 0
+    for t in list(model.state_dict().values()):
+        if isinstance(t, torch.Tensor) and t.is_quantized:
+            t = t.int_repr()
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.dtype == torch.int8):
+            zeros += int((t == 0).sum())
+            total += t.numel()
+    for m in model.modules():
+        if isinstance(m, _qlinear_cls()):  # dynamic int8 Linear: its weights live in packed params
+            w = m.weight().int_repr()
+            zeros, total = zeros + int((w == 0).sum()), total + w.numel()
+    return total > 0 and zeros / total >= share
+
+
+def save(model: torch.nn.Module, directory: str | Path, *, auto_class: str, conv1d_to_linear: bool = False,
+         task: str | None = None) -> Path:
     """Write ``model`` (dense, sparse, int8 or both) to ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     QLinear = _qlinear_cls()
     tensors, sparse, qnames = {}, {}, []
+    pruned = _pruned(model)  # only a pruned model is stored sparse: a zero bias alone keeps a plain HF folder
     for name, m in model.named_modules():
         if isinstance(m, QLinear):
             w = m.weight()
-            _pack(f"{name}.qweight", w.int_repr(), tensors, sparse)
+            _pack(f"{name}.qweight", w.int_repr(), tensors, sparse, pruned)
             tensors[f"{name}.qscale"] = torch.tensor([w.q_scale()], dtype=torch.float64)
             tensors[f"{name}.qzero"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
             if m.bias() is not None:
@@ -92,14 +116,35 @@ def save(model: torch.nn.Module, directory: str | Path, *, auto_class: str, conv
                 tied[k] = first[where]
                 continue
             first[where] = k
-            _pack(k, v, tensors, sparse)
-    save_file(tensors, d / "model.safetensors")
+            _pack(k, v, tensors, sparse, pruned)
+    int8_emb = any(isinstance(m, quant.Int8Embedding) for m in model.modules())
+    plain = not (qnames or sparse or int8_emb or conv1d_to_linear)
+    weights = PLAIN if plain else PACKED
+    save_file(tensors, d / weights)
     model.config.save_pretrained(d)
-    fmt = {"auto_class": auto_class, "conv1d_to_linear": conv1d_to_linear, "int8_linear": qnames,
-           "int8_embeddings": any(isinstance(m, quant.Int8Embedding) for m in model.modules()), "sparse": sparse,
-           "tied": tied}
+    fmt = {"auto_class": auto_class, "task": task, "weights": weights, "conv1d_to_linear": conv1d_to_linear,
+           "int8_linear": qnames, "int8_embeddings": int8_emb, "sparse": sparse, "tied": tied}
     (d / FORMAT_FILE).write_text(json.dumps(fmt, indent=1))
+    (d / "README.md").write_text(_readme(fmt))
     return d
+
+
+def _readme(fmt: dict) -> str:
+    kinds = [k for k, on in (("int8 Linear layers", fmt["int8_linear"]), ("int8 embeddings", fmt["int8_embeddings"]),
+                             ("sparse tensors (bitmask + values)", fmt["sparse"]),
+                             ("GPT-2 Conv1D layers as Linear", fmt["conv1d_to_linear"])) if on]
+    how = ("It is a plain float model: `transformers.{0}.from_pretrained(folder)` loads it too.".format(fmt["auto_class"])
+           if not kinds else f"It holds {', '.join(kinds)}, which transformers cannot read: its weights are in "
+                             f"`{PACKED}`, so `from_pretrained` refuses the folder instead of loading random layers.")
+    return (f"# A model saved by squeeze\n\n{how}\n\n```python\nimport squeeze\nmodel = squeeze.load(folder)"
+            f"             # the model, bit for bit\n\nimport mlflow\nmodel = mlflow.pyfunc.load_model(folder)  # "
+            f"predicts on a DataFrame of texts\n```\n")
+
+
+def weights_path(directory: str | Path) -> Path:
+    """The weight file of a saved folder (``model.safetensors`` for a plain model, else ``squeeze.safetensors``)."""
+    d = Path(directory)
+    return d / (PACKED if (d / PACKED).is_file() else PLAIN)
 
 
 def read_format(directory: str | Path) -> dict:
@@ -130,7 +175,7 @@ def load(directory: str | Path) -> torch.nn.Module:
         quant.quantize_embeddings(model)
     if fmt["int8_linear"]:
         model = quant.dynamic_int8(model)
-    tensors = _unpack(load_file(d / "model.safetensors"), fmt["sparse"])
+    tensors = _unpack(load_file(weights_path(d)), fmt["sparse"])
     QLinear = _qlinear_cls()
     modules = dict(model.named_modules())
     for name in fmt["int8_linear"]:
@@ -165,7 +210,7 @@ def stored_bytes(directory: str | Path, names) -> int:
     from safetensors import safe_open
 
     total = 0
-    with safe_open(Path(directory) / "model.safetensors", "pt") as f:
+    with safe_open(weights_path(directory), "pt") as f:
         keys = set(f.keys())
         for name in names:
             parts = [f"{name}.__mask", f"{name}.__values"] if f"{name}.__mask" in keys else [name]
@@ -184,4 +229,4 @@ def embedding_tensors(model: torch.nn.Module) -> list[str]:
 
 def disk_bytes(directory: str | Path) -> int:
     """Bytes of the weight file on disk (config files excluded)."""
-    return (Path(directory) / "model.safetensors").stat().st_size
+    return weights_path(directory).stat().st_size

@@ -143,3 +143,14 @@ def storage_dir(storage_path: str, experiment: str, sweep: str, ident: str) -> s
 def unfinished(results) -> list:
     """Results of trials that neither finished (their last report carries ``parity/ok``) nor errored."""
     return [r for r in results if not r.error and "parity/ok" not in (r.metrics or {})]
+
+
+def drop_checkpoints(path: str) -> int:
+    """Delete the trial checkpoints of a finished stage (local storage); returns the bytes freed."""
+    import shutil
+
+    freed = 0
+    for ck in Path(path).glob("*/checkpoint_*"):
+        freed += sum(f.stat().st_size for f in ck.rglob("*") if f.is_file())
+        shutil.rmtree(ck, ignore_errors=True)
+    return freed

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from squeeze import tracking
+from squeeze import console, tracking
 from squeeze.config import ConfigError, RunCfg, SweepCfg
 from squeeze.prepare import Prepared, prepare, shared_tokenizers
-from squeeze.registry import get_task
+from squeeze.registry import get_task, technique_label
 from squeeze.search_space import param_space
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,11 @@ def init_ray() -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
+    verbose = console.level() >= 2  # the trials' own log lines only with --verbose
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=verbose)
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose, configure_logging=False)
 
 
 def check_resources(cfg: RunCfg) -> None:
@@ -89,10 +90,11 @@ def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str
                                   max_concurrent_trials=cfg.max_concurrent_trials or None,
                                   reuse_actors=True)  # warm workers: no re-import of torch/transformers per trial
     run_config = tune.RunConfig(
-        name=name, storage_path=storage, verbose=1,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+        name=name, storage_path=storage, verbose=1 if console.level() >= 2 else 0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep or None),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-        callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id)])
+        callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id),
+                   console.trial_lines(sweep.name, task.primary_metric)])
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
@@ -144,7 +146,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
     ident = stage.identity(sweep, prepared.key, sources)
     parents = stage.close_dead(uri, experiment_id, sweep.name)
     if skip_complete and stage.complete(parents, ident):
-        log.warning("sweep %s: already complete in MLflow, skipped (use --force to run again)", sweep.name)
+        console.say(f"[{sweep.name}] already complete in MLflow: skipped (--force runs it again)")
         return SweepOutcome(sweep.name, None, pd.DataFrame(), 0, skipped=True)
     path = stage.storage_dir(cfg.storage_path, cfg.experiment, sweep.name, ident)
     init_ray()
@@ -152,13 +154,15 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
     parent_id = stage.resumable(parents, ident, path) if resume or skip_complete else None
     if parent_id is not None:
         tracking.reopen(uri, parent_id)
-        log.warning("sweep %s: resuming its unfinished run %s (only unfinished trials run)", sweep.name, parent_id)
+        console.say(f"[{sweep.name}] resuming its unfinished run {parent_id}: only unfinished trials run")
     else:
         parent_id = _start_parent(sweep, prepared, uri, experiment_id, ident, sources)
+        console.say(f"[{sweep.name}] {sweep.task} x {technique_label(sweep.technique)} on {sweep.model.name}: "
+                    f"MLflow run {parent_id}")
     st = stage.Stage(uri, experiment_id, parent_id, resumed=parent_id in {p.info.run_id for p in parents})
     st.hold()
     try:
-        ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(cache))
+        ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(cache), checkpoints=cfg.checkpoints_to_keep > 0)
         results = build_tuner(cfg, sweep, prepared, ctx, path, resume=st.resumed, sources=sources).fit()
         left = stage.unfinished(results)
         if left:
@@ -171,6 +175,8 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
         summary = {"trials": len(table), "trials_failed": errors, **cost_totals([r.metrics or {} for r in results], "sweep/")}
         tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)}, failed=errors == len(table))
+        if not errors:
+            stage.drop_checkpoints(path)  # nothing left to resume: model, best weights and optimizer state go
     finally:
         st.release()
     return SweepOutcome(sweep.name, parent_id, table, errors)
@@ -182,7 +188,7 @@ def _start_parent(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: 
 
     text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
     return tracking.start_parent(uri, experiment_id, sweep.name, text, {
-        "task": sweep.task, "technique": "+".join(sweep.technique), IDENTITY_TAG: ident,
+        **tracking.source_tags(), "task": sweep.task, "technique": technique_label(sweep.technique), IDENTITY_TAG: ident,
         "squeeze.search": "grid" if any("grid_search" in v for v in sweep.search_space.values()) or sources else "random",
         "squeeze.git_commit": git_commit(), "data.name": prepared.data_name,
         **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})

@@ -31,11 +31,11 @@ def trial_tags(cfg) -> dict[str, str]:
     them from the run, for a task it does not know)."""
     import json
 
-    from squeeze.registry import get_task
+    from squeeze.registry import get_task, technique_label
 
     task = get_task(cfg.task)
-    return {"task": cfg.task, "technique": "+".join(cfg.technique), "model": cfg.model.name, SWEEP_TAG: cfg.name,
-            METRICS_TAG: json.dumps(task.metrics), PRETRAINING_TAG: str(int(task.pretraining))}
+    return {"task": cfg.task, "technique": technique_label(cfg.technique), "model": cfg.model.name, SWEEP_TAG: cfg.name,
+            METRICS_TAG: json.dumps(task.metrics), PRETRAINING_TAG: str(int(task.pretraining)), **source_tags()}
 
 
 class TrackingError(RuntimeError):
@@ -134,7 +134,17 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None)
     if artifact_location is None and not uri.startswith(("http://", "https://")):
         root = Path(uri.split("///", 1)[-1]).parent if uri.startswith("sqlite") else Path.cwd()
         artifact_location = (root / "mlartifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    # MLflow 3 opens an experiment on its model-training view with this tag (else it may guess the GenAI one)
+    return client.create_experiment(name, artifact_location=artifact_location,
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard provenance tags: where the code came from."""
+    from squeeze.provenance import git_commit
+
+    return {"mlflow.source.name": "squeeze", "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": git_commit(),
+            "mlflow.user": os.environ.get("USER", "squeeze")}
 
 
 def start_parent(uri: str, experiment_id: str, sweep: str, config_text: str, tags: dict[str, str]) -> str:
@@ -224,6 +234,20 @@ class TrialRun:
         batch = [Metric(key, float(v), now, int(step)) for step, v in points]
         for i in range(0, len(batch), 900):
             _retry(lambda: self.client.log_batch(self.run_id, metrics=batch[i:i + 900], synchronous=True), "log_series")
+
+    def log_datasets(self, name: str, digest: str, source: str, sizes: dict[str, int]) -> None:
+        """The trial's train/dev/test data as MLflow dataset inputs (once per run)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        if self.client.get_run(self.run_id).inputs.dataset_inputs:
+            return
+        inputs = [DatasetInput(Dataset(name=f"{name} ({split})"[:500], digest=digest[:36], source_type="local",
+                                       source=source[:5000], profile=json.dumps({"num_rows": n})),
+                               tags=[InputTag("mlflow.data.context", {"dev": "validation"}.get(split, split))])
+                  for split, n in sizes.items()]
+        _retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs), "log_inputs")
 
     def log_artifacts(self, directory: str | Path, artifact_path: str) -> None:
         _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path), "log_artifacts")

@@ -12,9 +12,11 @@ import tempfile
 from dataclasses import dataclass
 
 from squeeze import tracking
+from squeeze.console import describe
 from squeeze.config import SweepCfg
 from squeeze.prepare import Prepared
 from squeeze.recipe import Recipe
+from squeeze.registry import technique_label
 from squeeze.search_space import resolve_trial
 
 
@@ -27,6 +29,7 @@ class TrialContext:
     experiment_id: str
     parent_id: str
     cache_dir: str
+    checkpoints: bool = True                       # checkpoints_to_keep > 0
 
 
 def _flat(prefix: str, obj) -> dict:
@@ -38,10 +41,16 @@ def _flat(prefix: str, obj) -> dict:
 
 
 def _params(cfg: SweepCfg, prepared: Prepared, source_run: str | None) -> dict:
+    """The params that describe the trial: set values only (no "None"), and no training hyperparameter for a
+    post-training stage that trained nothing (a DQ trial has no learning rate)."""
+    from squeeze.overrides import TRAINING_ONLY
     from squeeze.provenance import environment
 
-    params = _flat("", cfg.model_dump(mode="json", exclude={"search_space", "name"}))
-    params.update({"sweep": cfg.name, "technique": "+".join(cfg.technique), "data.name": prepared.data_name,
+    dump = cfg.model_dump(mode="json", exclude={"search_space", "name"}, exclude_none=True)
+    if any(c.post_training for c in cfg.technique_classes()):
+        dump["train"] = {k: v for k, v in dump["train"].items() if k not in TRAINING_ONLY}
+    params = {k: v for k, v in _flat("", dump).items() if v not in ([], {}, "")}
+    params.update({"sweep": cfg.name, "technique": technique_label(cfg.technique), "data.name": prepared.data_name,
                    "source_run": source_run or "", **{f"data.n_{k}": v for k, v in prepared.sizes.items()}})
     params.update(environment())
     return params
@@ -64,9 +73,10 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id() or "local"
     source_run = config.get("source_run")
     tracker = tracking.TrialRun(context.tracking_uri, context.experiment_id, context.parent_id, trial_id,
-                                name=f"{cfg.name}-{trial_id}", tags=tracking.trial_tags(cfg))
+                                name=f"{cfg.name} {describe(config)}", tags=tracking.trial_tags(cfg))
     try:
         tracker.log_params(_params(cfg, prepared, source_run))
+        tracker.log_datasets(prepared.data_name, prepared.key, prepared.data_name, prepared.sizes)
         tracker.set_tags({"ray.node_id": ray.get_runtime_context().get_node_id()})
         uri, cache = context.tracking_uri, context.cache_dir
         source_dir = tracking.download_model(uri, source_run, cache) if source_run else None
@@ -79,9 +89,13 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
         for res in recipe.fit():
             metrics = recipe.epoch_metrics(res)
             tracker.log_metrics(metrics, step=res.epoch)
+            report = {**metrics, "epoch": res.epoch, "step": res.step}
+            if not context.checkpoints:
+                tune.report(report)
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 recipe.save_checkpoint(tmp)
-                tune.report({**metrics, "epoch": res.epoch, "step": res.step}, checkpoint=tune.Checkpoint.from_directory(tmp))
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
         with tempfile.TemporaryDirectory() as tmp:
             final = recipe.finish(tmp)
             tracker.set_tags(final.tags)

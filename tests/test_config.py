@@ -143,7 +143,7 @@ TECHNIQUE_BAD = [
     ("imp from a baseline", {"experiment": "t", "sweeps": [
         {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}},
         {"name": "imp", "task": "sentiment", "technique": ["imp"], "model": {"name": "tiny-bert"}, "source": {"sweep": "base"}}]},
-     "technique 'imp' needs a source sweep running imp_prune or imp; 'base' runs ['finetune']"),
+     "technique 'imp' needs a source sweep running imp_prune or imp; 'base' runs ['baseline']"),
     ("pkd on the prune task", {"experiment": "t", "sweeps": [{"name": "p", "task": "lm", "technique": ["imp_prune", "pkd"],
                                 "model": {"name": "tiny-bert"}, "params": {"pkd": {"teacher": "runs:/x"}}}]},
      "technique 'pkd' does not apply to task 'lm'"),

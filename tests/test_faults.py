@@ -66,12 +66,15 @@ def test_failed_trial_is_retried_from_its_checkpoint(workdir, ray_session):
     assert sorted(steps) == [0, 1, 2]  # epoch 0 was not trained again: resumed from its checkpoint
 
 
-def test_checkpoints_are_kept_within_budget(workdir, ray_session):
-    f = _study(workdir, "budget", seeds=(0,), epochs=4, keep=1)
+def test_checkpoints_are_kept_within_budget_and_dropped_when_the_stage_is_done(workdir, ray_session):
+    f = _study(workdir, "budget", seeds=(0,), epochs=4, keep=1, fail={"mode": "raise", "at_epoch": 3})
+    assert cli.main(["sweep", f]) == 1  # failed in its last epoch, after three checkpoints: one kept for a retry
+    trial_dirs = [d for d in next((workdir / "ray_results").glob("budget-s-*")).iterdir() if d.is_dir()]
+    assert len(trial_dirs) == 1 and len(list(trial_dirs[0].glob("checkpoint_*"))) == 1
+    f = _study(workdir, "done", seeds=(0, 1), epochs=3, keep=2)
     assert cli.main(["sweep", f]) == 0
-    trial_dirs = [d for d in (workdir / "ray_results" / "budget-s").iterdir() if d.is_dir()]
-    assert len(trial_dirs) == 1
-    assert len(list(trial_dirs[0].glob("checkpoint_*"))) == 1
+    left = list(next((workdir / "ray_results").glob("done-s-*")).rglob("checkpoint_*"))
+    assert left == []  # a finished stage needs no resume: its checkpoints (model, best, optimizer) are gone
 
 
 def test_killed_driver_resumes_only_unfinished_trials(workdir):

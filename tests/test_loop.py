@@ -143,3 +143,27 @@ def test_fp16_grad_scaler_on_gpu(tmp_path):
     loop, _ = _loop(sweep, tmp_path, epochs=1)
     assert loop.scaler is not None
     assert math.isfinite(list(loop.fit())[0].train_loss)
+
+
+@pytest.mark.parametrize("task", ["sentiment", "ner"])
+def test_gradient_accumulation_gives_the_whole_batch_update(tmp_path, task):
+    """train.grad_accum splits each batch into micro-batches weighted by their labels: with dropout off, the
+    weights after an epoch equal those of the whole batches (sentence labels and token labels alike)."""
+    sweep = _sweep(task, "tiny-bert", 160, lr=1e-3)
+    whole, _ = _loop(sweep, tmp_path, epochs=1)
+    parts, _ = _loop(sweep, tmp_path, epochs=1, grad_accum=4)
+    for loop in (whole, parts):
+        for m in loop.model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    assert parts.grad_accum == 4 and len(parts._split(*_first_batch(parts))) == 4
+    whole.train_epoch(0)
+    parts.train_epoch(0)
+    diffs = [float((v - w).abs().max()) for v, w in zip(whole.model.state_dict().values(), parts.model.state_dict().values())
+             if v.is_floating_point()]
+    assert max(diffs) < 2e-5
+
+
+def _first_batch(loop):
+    idx, batch = next(iter(loop._batches(0)))
+    return batch, idx

@@ -76,6 +76,10 @@ class Task:
                  device, eval_cfg=None, final: bool = False) -> tuple[dict[str, float], list[dict]]:
         raise NotImplementedError
 
+    def predict(self, model, tokenizer, texts: list[str]) -> list:
+        """Predictions on raw texts, for a deployed model (``squeeze.pyfunc``)."""
+        raise NotImplementedError(f"task {self.name!r} has no text prediction")
+
 
 PAD_VALUES = {"labels": -100, "attention_mask": 0, "token_type_ids": 0}
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")

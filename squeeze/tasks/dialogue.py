@@ -146,6 +146,22 @@ class DialogueTask(Task):
         return hyps
 
     @torch.no_grad()
+    def predict(self, model, tokenizer, texts, max_new_tokens: int = 24):
+        """A reply to each conversation: its turns one per line, the last one the partner's."""
+        model.eval()
+        types = "token_type_ids" in getattr(model, "forward").__code__.co_varnames
+        out = []
+        for text in texts:
+            ex = {"persona": [], "history": [t for t in text.splitlines() if t.strip()] or [text]}
+            ids, token_types = self._context(tokenizer, ex, 256)
+            ids_t = torch.tensor([ids])
+            kw = {"token_type_ids": torch.tensor([token_types])} if types else {}
+            gen = model.generate(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), max_new_tokens=max_new_tokens,
+                                 do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kw)
+            out.append(tokenizer.decode(gen[0, ids_t.shape[1]:], skip_special_tokens=True).strip())
+        return out
+
+    @torch.no_grad()
     def evaluate(self, model, features, examples, *, tokenizer, labels, batch_size, device, eval_cfg=None, final=False):
         model.eval()
         nll_sum, n_tok = 0.0, 0

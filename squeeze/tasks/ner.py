@@ -60,6 +60,24 @@ class NerTask(Task):
         return out
 
     @torch.no_grad()
+    def predict(self, model, tokenizer, texts):
+        """One tag per white-space word of each text (the label of its first sub-word)."""
+        model.eval()
+        words = [t.split() for t in texts]
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=512, padding=True, return_tensors="pt")
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        pred = model(**{k: enc[k] for k in keys}).logits.argmax(-1).tolist()
+        out = []
+        for i, ws in enumerate(words):
+            tags, seen = ["O"] * len(ws), set()
+            for pos, w in enumerate(enc.word_ids(i)):
+                if w is not None and w not in seen:
+                    tags[w] = model.config.id2label[pred[i][pos]]
+                    seen.add(w)
+            out.append(tags)
+        return out
+
+    @torch.no_grad()
     def evaluate(self, model, features, examples, *, tokenizer, labels, batch_size, device, eval_cfg=None, final=False):
         model.eval()
         preds = [["O"] * len(ex["tokens"]) for ex in examples]  # words cut off by max_length count as O

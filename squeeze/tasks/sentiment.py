@@ -56,6 +56,15 @@ class SentimentTask(Task):
         return hits[0] if hits else len(labels) - 1
 
     @torch.no_grad()
+    def predict(self, model, tokenizer, texts):
+        """The label of each text."""
+        model.eval()
+        enc = tokenizer(texts, truncation=True, max_length=512, padding=True, return_tensors="pt")
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        ids = model(**{k: enc[k] for k in keys}).logits.argmax(-1).tolist()
+        return [model.config.id2label[i] for i in ids]
+
+    @torch.no_grad()
     def evaluate(self, model, features, examples, *, tokenizer, labels, batch_size, device, eval_cfg=None, final=False):
         model.eval()
         preds = [0] * len(features)

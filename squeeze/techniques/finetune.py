@@ -6,4 +6,4 @@ from squeeze.techniques.base import NoOp
 
 
 class FineTune(NoOp):
-    name = "finetune"
+    name = "baseline"  # also registered as "finetune"

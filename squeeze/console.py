@@ -1,0 +1,64 @@
+"""What a sweep prints: a line per stage and per trial start, end or failure, instead of Ray's tables.
+
+``--verbose`` brings back Ray Tune's own progress tables and the trials' log lines; ``--quiet`` prints only
+errors and the final results table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+LEVELS = {"quiet": 0, "normal": 1, "verbose": 2}
+_level = 1
+
+
+def set_level(name: str) -> None:
+    global _level
+    _level = LEVELS[name]
+
+
+def level() -> int:
+    return _level
+
+
+def say(text: str) -> None:
+    """A progress line (not in --quiet)."""
+    if _level >= 1:
+        print(text, file=sys.stderr, flush=True)
+
+
+def describe(config: dict) -> str:
+    """``lr=3e-05 seed=0 pkd.alpha=0.5``: the values this trial's search space gave it."""
+    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (config.get("train") or {}).items()]
+    parts += [f"{t.split(':')[-1]}.{k}={v}" for t, ps in (config.get("params") or {}).items() for k, v in ps.items()]
+    if config.get("source_run"):
+        parts.append(f"source={config['source_run'][:8]}")
+    return " ".join(parts) or "defaults"
+
+
+def trial_lines(stage: str, primary: str):
+    """A Ray Tune callback printing one line when a trial starts, finishes or fails."""
+    from ray import tune
+
+    class _Lines(tune.Callback):
+        def __init__(self):
+            self.started: dict[str, float] = {}
+            self.count = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.time()
+            say(f"[{stage}] trial {trial.trial_id} started: {describe(trial.config)} ({len(trials)} trials)")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.count += 1
+            m = trial.last_result or {}
+            score = m.get(f"test/{primary}")
+            took = time.time() - self.started.get(trial.trial_id, time.time())
+            say(f"[{stage}] trial {trial.trial_id} finished ({self.count}/{len(trials)}): "
+                + (f"test/{primary} {score:.4g}, " if isinstance(score, (int, float)) else "") + f"{took:.0f} s")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            say(f"[{stage}] trial {trial.trial_id} FAILED: {describe(trial.config)} (see its MLflow run's squeeze.error)")
+
+    return _Lines()
