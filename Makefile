@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: install
 
 bench: install
 	$(PY) benchmarks/run.py
+
+# on a machine with an NVIDIA GPU and a CUDA torch in .venv (make install TORCH_SPEC=...): writes
+# benchmarks/results/<date>-<gpu>.json; exits 2 where there is no GPU
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf mlruns mlartifacts mlflow.db ray_results .squeeze_cache

@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate, load and tokenize the data; run nothing")
     p.add_argument("--only", action="append", metavar="SWEEP", help="run only this sweep (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (Tuner.restore)")
+    p.add_argument("--sequential", action="store_true", help="run the stages one at a time in file order (default: "
+                                                             "as a DAG, independent stages at once)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
 
 
@@ -77,7 +79,7 @@ def _run(args) -> int:
 
     outcomes = sweep.run(cfg, tracking_uri=resolve_uri(args.tracking_uri, cfg.tracking_uri), only=args.only, resume=args.resume,
                          skip_complete=args.command == "study" and not getattr(args, "force", False),
-                         dry_run=args.dry_run)
+                         dry_run=args.dry_run, sequential=args.sequential)
     if args.dry_run:
         print(f"{args.file}: valid; {len(outcomes)} sweep(s) prepared")
     tables = [o.table for o in outcomes if len(o.table)]

@@ -253,9 +253,13 @@ class RunCfg(_Strict):
     experiment: str = Field(..., min_length=1)
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working directory")
     artifact_location: Optional[str] = Field(None, description="default: ./mlartifacts for a local store")
-    storage_path: str = "ray_results"
+    storage_path: str = Field(default_factory=lambda: os.environ.get("SQUEEZE_STORAGE_PATH", "ray_results"),
+                              description="Ray Tune's storage: a local folder, or s3://... / an NFS path that every "
+                                          "node sees for multi-node runs (default: $SQUEEZE_STORAGE_PATH, else ray_results)")
     cache_dir: str = ".squeeze_cache"
     max_concurrent_trials: int = Field(0, ge=0, description="0: as many as resources allow")
+    schedule: Literal["dag", "sequential"] = Field("dag", description="dag: a stage starts when its sources are "
+                                                   "complete, independent stages at once; sequential: in file order")
     checkpoints_to_keep: int = Field(2, ge=0, description="per running trial (0: none, a failed trial restarts); "
                                                       "a finished stage's checkpoints are deleted")
     sweeps: list[SweepCfg] = Field(..., min_length=1)

@@ -35,6 +35,8 @@ def _tensors(model: torch.nn.Module):
 
 def size(model: torch.nn.Module) -> dict[str, float]:
     """Parameter count, non-zero count and bytes in memory (int8 weights counted as stored)."""
+    if hasattr(model, "size_metrics"):  # an ONNX Runtime model (squeeze.onnxrt) counts its graph's weights
+        return model.size_metrics()
     ts = list(_tensors(model))
     return {"size/params": float(sum(t.numel() for t in ts if t.is_floating_point() or t.dtype == torch.int8)),
             "size/nonzero": float(sum(int(torch.count_nonzero(t)) for t in ts if t.is_floating_point() or t.dtype == torch.int8)),

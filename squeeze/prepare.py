@@ -6,6 +6,7 @@ any size tokenizes once, and trials on other nodes need no shared filesystem.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from squeeze import __version__, families, models, presets
+from squeeze.checksum import sha256_file
 from squeeze.data import SPLITS, load_splits
 from squeeze.registry import get_task
 
@@ -52,8 +54,20 @@ def cache_key(sweep, tokenizer_dir=None) -> str:
 
 
 def _file_stamps(data) -> list:
+    """Each data file by its contents: a copy with a new modification time (a re-synced dataset, a fresh
+    checkout, data restored on another machine) keeps the stage's identity; an edited file changes it."""
     paths = list(data.files) + [p for p in (data.train, data.dev, data.test) if p]
-    return [(p, (st := Path(p).stat()).st_size, st.st_mtime_ns) for p in paths]
+    return [(p, _content_hash(str(p), (st := Path(p).stat()).st_size, st.st_mtime_ns)) for p in paths]
+
+
+@functools.lru_cache(maxsize=512)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, or of a folder's files and names; hashed once per (path, size, mtime) per process."""
+    p = Path(path)
+    if not p.is_dir():
+        return sha256_file(p)
+    files = sorted(f for f in p.rglob("*") if f.is_file())
+    return hashlib.sha256(json.dumps([(str(f.relative_to(p)), sha256_file(f)) for f in files]).encode()).hexdigest()
 
 
 def _write(path: Path, rows: list[dict]) -> None:

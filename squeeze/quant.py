@@ -177,4 +177,4 @@ def is_int8(model: nn.Module) -> bool:
     """Does the model hold int8 layers (which run on CPU only)?"""
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
-    return any(isinstance(m, (QLinear, Int8Embedding)) for m in model.modules())
+    return getattr(model, "cpu_only", False) or any(isinstance(m, (QLinear, Int8Embedding)) for m in model.modules())

@@ -148,9 +148,11 @@ class Recipe:
         final.update(self.init_info)
         self._write(out, model, predictions)
         final.update(self._parity(out / "model", test, eval_on))
-        emb = serialize.stored_bytes(out / "model", serialize.embedding_tensors(model)) / 2**20
+        emb = (model.embedding_bytes() if hasattr(model, "embedding_bytes") else
+               serialize.stored_bytes(out / "model", serialize.embedding_tensors(model))) / 2**20
         final.update({"size/embeddings_mb": emb, "size/rest_mb": final["size/disk_mb"] - emb,
-                      "size/embeddings_int8": float(any(isinstance(m, quant.Int8Embedding) for m in model.modules()))})
+                      "size/embeddings_int8": float(any(isinstance(m, quant.Int8Embedding) for m in model.modules())
+                                                    or final.get("quant/int8_embeddings", 0.0) > 0)})
         (out / "config" / "result.json").write_text(json.dumps(final, indent=1))
         return Final(final, tags, self.train_meter.trace(), out)
 

@@ -93,9 +93,17 @@ def _pruned(model: torch.nn.Module, share: float = 0.05) -> bool:
 
 def save(model: torch.nn.Module, directory: str | Path, *, auto_class: str, conv1d_to_linear: bool = False,
          task: str | None = None) -> Path:
-    """Write ``model`` (dense, sparse, int8 or both) to ``directory``."""
+    """Write ``model`` (dense, sparse, int8 or both; or an ONNX Runtime int8 graph) to ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "onnx_bytes", None) is not None:
+        from squeeze import onnxrt
+
+        onnxrt.save(model, d)
+        fmt = {"auto_class": model.auto_class, "task": task, "weights": onnxrt.ONNX_FILE, "backend": "onnxruntime"}
+        (d / FORMAT_FILE).write_text(json.dumps(fmt, indent=1))
+        (d / "README.md").write_text(_readme(fmt))
+        return d
     QLinear = _qlinear_cls()
     tensors, sparse, qnames = {}, {}, []
     pruned = _pruned(model)  # only a pruned model is stored sparse: a zero bias alone keeps a plain HF folder
@@ -130,6 +138,12 @@ def save(model: torch.nn.Module, directory: str | Path, *, auto_class: str, conv
 
 
 def _readme(fmt: dict) -> str:
+    if fmt.get("backend") == "onnxruntime":
+        return (f"# A model saved by squeeze\n\nAn int8 ONNX graph (ONNX Runtime dynamic quantization): "
+                f"`onnxruntime.InferenceSession(\"{fmt['weights']}\")` runs it; inputs are the tokenizer's "
+                f"input_ids and attention_mask (and token_type_ids where the model has them), output the logits."
+                f"\n\n```python\nimport squeeze\nmodel = squeeze.load(folder)\n\nimport mlflow\n"
+                f"model = mlflow.pyfunc.load_model(folder)  # predicts on a DataFrame of texts\n```\n")
     kinds = [k for k, on in (("int8 Linear layers", fmt["int8_linear"]), ("int8 embeddings", fmt["int8_embeddings"]),
                              ("sparse tensors (bitmask + values)", fmt["sparse"]),
                              ("GPT-2 Conv1D layers as Linear", fmt["conv1d_to_linear"])) if on]
@@ -144,7 +158,10 @@ def _readme(fmt: dict) -> str:
 def weights_path(directory: str | Path) -> Path:
     """The weight file of a saved folder (``model.safetensors`` for a plain model, else ``squeeze.safetensors``)."""
     d = Path(directory)
-    return d / (PACKED if (d / PACKED).is_file() else PLAIN)
+    for name in (PACKED, "model.int8.onnx"):
+        if (d / name).is_file():
+            return d / name
+    return d / PLAIN
 
 
 def read_format(directory: str | Path) -> dict:
@@ -167,6 +184,10 @@ def load(directory: str | Path) -> torch.nn.Module:
     """
     d = Path(directory)
     fmt = read_format(d)
+    if fmt.get("backend") == "onnxruntime":
+        from squeeze import onnxrt
+
+        return onnxrt.load(d, fmt["auto_class"])
     config = transformers.AutoConfig.from_pretrained(d)
     model = getattr(transformers, fmt["auto_class"]).from_config(config)
     if fmt["conv1d_to_linear"]:

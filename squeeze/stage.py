@@ -136,8 +136,12 @@ def complete(parents: list, ident: str) -> bool:
 
 
 def storage_dir(storage_path: str, experiment: str, sweep: str, ident: str) -> str:
-    """The Tune experiment folder of one identity of a stage (a changed stage never restores an old one)."""
-    return str(Path(storage_path).resolve() / f"{experiment}-{sweep}-{ident[:8]}")
+    """The Tune experiment folder of one identity of a stage (a changed stage never restores an old one); a local
+    path is made absolute on the driver, a URI (``s3://...``, ``gs://...``) is kept as it is."""
+    name = f"{experiment}-{sweep}-{ident[:8]}"
+    if "://" in storage_path:
+        return storage_path.rstrip("/") + "/" + name
+    return str(Path(storage_path).resolve() / name)
 
 
 def unfinished(results) -> list:
@@ -146,9 +150,20 @@ def unfinished(results) -> list:
 
 
 def drop_checkpoints(path: str) -> int:
-    """Delete the trial checkpoints of a finished stage (local storage); returns the bytes freed."""
+    """Delete the trial checkpoints of a finished stage; returns the bytes freed (local storage), 0 for a URI,
+    where the checkpoints are deleted through pyarrow's filesystem of that URI."""
     import shutil
 
+    if "://" in path:
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(path)
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=False, allow_not_found=True)):
+            if info.type == pyarrow.fs.FileType.Directory:
+                for ck in fs.get_file_info(pyarrow.fs.FileSelector(info.path, allow_not_found=True)):
+                    if ck.base_name.startswith("checkpoint_"):
+                        fs.delete_dir(ck.path)
+        return 0
     freed = 0
     for ck in Path(path).glob("*/checkpoint_*"):
         freed += sum(f.stat().st_size for f in ck.rglob("*") if f.is_file())

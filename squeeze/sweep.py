@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from squeeze import console, tracking
+from squeeze import console, dag, tracking
 from squeeze.config import ConfigError, RunCfg, SweepCfg
 from squeeze.prepare import Prepared, prepare, shared_tokenizers
 from squeeze.registry import get_task, technique_label
@@ -31,6 +31,7 @@ class SweepOutcome:
     table: pd.DataFrame
     errors: int
     skipped: bool = False
+    finish: object = None  # set while the stage's latency pass and closing are still to run (``defer_finish``)
 
 
 def init_ray() -> None:
@@ -49,14 +50,20 @@ def init_ray() -> None:
 
 
 def check_resources(cfg: RunCfg) -> None:
-    """Refuse trials the cluster can never place, naming the field.
+    """Refuse trials the cluster can never place, naming the field. A cluster with an autoscaler (its status in
+    the GCS) is trusted to add the nodes the trials ask for: Ray knows its node types, the driver does not.
 
     Raises:
-        ConfigError: when a trial asks for more CPUs or GPUs than the whole cluster has.
+        ConfigError: when a trial asks for more CPUs or GPUs than a cluster without an autoscaler has.
     """
     import ray
+    from ray.experimental.internal_kv import _internal_kv_get
 
     have = ray.cluster_resources()
+    if _internal_kv_get(b"__autoscaling_status") is not None:
+        console.say(f"autoscaling cluster: {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs up now; "
+                    "its autoscaler adds nodes for the trials")
+        return
     for i, s in enumerate(cfg.sweeps):
         for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
             want = getattr(s.resources, field)
@@ -71,7 +78,11 @@ def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
     from squeeze.trial import run_trial
 
     resources = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
-    return tune.with_resources(tune.with_parameters(run_trial, prepared=prepared, context=ctx), resources)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, prepared=prepared, context=ctx), resources)
+    # Tune registers a trainable under its name, one entry per driver: stages running at once under the shared name
+    # "run_trial" would each start trials with whichever stage's data and MLflow parent was registered last
+    trainable._name = f"squeeze-{sweep.name}"
+    return trainable
 
 
 def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, *, resume: bool = False, sources=None):
@@ -127,9 +138,13 @@ def resolve_sources(cfg: RunCfg, sweep: SweepCfg, uri: str, experiment_id: str) 
 
 
 def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, experiment_id: str, *,
-            resume: bool = False, skip_complete: bool = False) -> SweepOutcome:
+            resume: bool = False, skip_complete: bool = False, defer_finish: bool = False) -> SweepOutcome:
     """Run one stage under its MLflow parent run: skipped when complete (``skip_complete``), resumed when an
     unfinished run of the same identity can be restored (``resume``), refused while another driver holds it.
+
+    With ``defer_finish`` the stage's CPU latency pass and the closing of its parent run are left to the returned
+    outcome's ``finish()`` (the DAG runs them once no trial of any stage runs, so latency is measured on an idle
+    machine); the stage's trials are finished MLflow runs already, so its dependents can start.
 
     Raises:
         stage.StageBusy: another driver runs this stage now.
@@ -149,8 +164,6 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         console.say(f"[{sweep.name}] already complete in MLflow: skipped (--force runs it again)")
         return SweepOutcome(sweep.name, None, pd.DataFrame(), 0, skipped=True)
     path = stage.storage_dir(cfg.storage_path, cfg.experiment, sweep.name, ident)
-    init_ray()
-    check_resources(cfg)
     parent_id = stage.resumable(parents, ident, path) if resume or skip_complete else None
     if parent_id is not None:
         tracking.reopen(uri, parent_id)
@@ -161,6 +174,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
                     f"MLflow run {parent_id}")
     st = stage.Stage(uri, experiment_id, parent_id, resumed=parent_id in {p.info.run_id for p in parents})
     st.hold()
+    outcome = None
     try:
         ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(cache), checkpoints=cfg.checkpoints_to_keep > 0)
         results = build_tuner(cfg, sweep, prepared, ctx, path, resume=st.resumed, sources=sources).fit()
@@ -170,16 +184,28 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
             tracking.close_run_tree(uri, experiment_id, parent_id, reason)
             raise stage.Interrupted(f"sweep {sweep.name!r}: {reason}; `squeeze study` (or `squeeze sweep --resume`) "
                                     "finishes exactly those")
-        latency_pass(sweep, prepared, uri, experiment_id, parent_id, ctx.cache_dir)
         table = results_table(results, sweep)
         errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
         summary = {"trials": len(table), "trials_failed": errors, **cost_totals([r.metrics or {} for r in results], "sweep/")}
-        tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)}, failed=errors == len(table))
-        if not errors:
-            stage.drop_checkpoints(path)  # nothing left to resume: model, best weights and optimizer state go
+
+        def finish():
+            try:
+                latency_pass(sweep, prepared, uri, experiment_id, parent_id, ctx.cache_dir)
+                tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)},
+                                       failed=errors == len(table))
+                if not errors:
+                    stage.drop_checkpoints(path)  # nothing left to resume: model, best weights and optimizer state go
+            finally:
+                st.release()
+
+        outcome = SweepOutcome(sweep.name, parent_id, table, errors, finish=finish)
     finally:
-        st.release()
-    return SweepOutcome(sweep.name, parent_id, table, errors)
+        if outcome is None:
+            st.release()
+    if not defer_finish:
+        outcome.finish()
+        outcome.finish = None
+    return outcome
 
 
 def _start_parent(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: str, ident: str, sources) -> str:
@@ -258,8 +284,8 @@ def plan(cfg: RunCfg, only: list[str] | None = None) -> list[SweepCfg]:
 
 
 def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None = None, resume: bool = False,
-        skip_complete: bool = False, dry_run: bool = False) -> list[SweepOutcome]:
-    """Validate everything, then run the selected sweeps in file order."""
+        skip_complete: bool = False, dry_run: bool = False, sequential: bool = False) -> list[SweepOutcome]:
+    """Validate everything, then run the selected sweeps: each once its sources are complete (``squeeze.dag``)."""
     from squeeze import preflight
 
     sweeps = plan(cfg, only)
@@ -277,9 +303,27 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
         return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **(prepared[s.name].sizes if prepared[s.name] else {})}]),
                              0, True) for s in sweeps]
     experiment_id = tracking.ensure_experiment(uri, cfg.experiment, cfg.artifact_location)
-    outcomes = []
-    for s in sweeps:
-        outcomes.append(run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume, skip_complete=skip_complete))
+    init_ray()  # once, here: the stages' threads share it
+    check_resources(cfg)
+    sequential = sequential or cfg.schedule == "sequential"
+    ran: dict[str, SweepOutcome] = {}
+
+    def run_stage(s: SweepCfg) -> SweepOutcome:
+        ran[s.name] = run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume, skip_complete=skip_complete,
+                              defer_finish=not sequential)
+        return ran[s.name]
+
+    try:
+        results = dag.run(sweeps, run_stage, sequential=sequential)
+    finally:  # every stage whose trials all ended closes, whatever another stage did (nothing finished is lost)
+        for s in sweeps:
+            if s.name in ran and ran[s.name].finish:
+                finish, ran[s.name].finish = ran[s.name].finish, None
+                finish()
+    errors = [r for r in results.values() if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
+    outcomes = [results[s.name] for s in sweeps]
     if skip_complete:
         tracking.log_study_totals(uri, experiment_id, cfg.experiment, cost_totals)
     return outcomes

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import torch
 
 from squeeze import config, models
@@ -53,3 +58,37 @@ def context(sweep, prepared, cache_dir, technique, source_dir=None, **params):
 def prepared_for(sweep, cache_dir):
     torch.set_num_threads(2)
     return prepare(sweep, cache_dir)
+
+
+# a study driven through the command line, in a subprocess, against the working dir's SQLite store
+
+def study_runs(workdir, experiment, sweep=None):
+    from squeeze.tracking import mlflow_client
+
+    client = mlflow_client(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, [], []
+    runs = client.search_runs([exp.experiment_id], "", max_results=5000)
+    parents = [r for r in runs if r.data.tags.get("squeeze.parent") == "1" and (sweep is None or r.data.tags.get("squeeze.sweep") == sweep)]
+    children = [r for r in runs if "squeeze.trial_id" in r.data.tags and (sweep is None or r.data.tags.get("squeeze.sweep") == sweep)]
+    return client, parents, children
+
+
+def start_cli(workdir, *args):
+    return subprocess.Popen([sys.executable, "-m", "squeeze.cli", *args], cwd=workdir, env=dict(os.environ),
+                            stdout=open(workdir / f"{len(list(workdir.glob('*.log')))}.log", "w"), stderr=subprocess.STDOUT)
+
+
+def wait_runs(workdir, experiment, until, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(1)
+        if (workdir / "mlflow.db").exists():
+            try:
+                _, parents, children = study_runs(workdir, experiment)
+            except Exception:
+                continue
+            if until(parents, children):
+                return parents, children
+    raise AssertionError("timed out: " + "".join(p.read_text()[-2000:] for p in workdir.glob("*.log")))

@@ -123,3 +123,38 @@ def test_trial_runs_on_a_worker_that_does_not_hold_the_data_files(workdir, clust
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     head = cluster.head_node.node_id
     assert runs[0].data.tags["ray.node_id"] != head and runs[0].data.params["data.n_train"] == "40"
+
+
+def test_a_study_runs_independent_stages_at_once_across_nodes_and_dependents_after_their_source(workdir, cluster,
+                                                                                                mlflow_server):
+    """Two baselines on a two-node cluster run at the same time; the DQ stage of one starts when that one's trials
+    ended, not when the whole study did; `--sequential` gives the same trials and metrics one stage at a time."""
+    import ray
+
+    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    base = {"task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 80}, "measure": {"latency": False},
+            "train": {"epochs": 2, "batch_size": 16, "max_length": 32, "lr": 1e-3}}
+    sweeps = [{"name": "a", **base}, {"name": "b", **base, "technique": ["faulty:FailOnce"],  # slowed down: still training when DQ starts
+               "params": {"faulty:FailOnce": {"mode": "none", "sleep_s": 2.0}}},
+              {"name": "dq_a", **base, "train": {"max_length": 32}, "technique": ["dq"], "source": {"sweep": "a"}}]
+    for name in ("dag", "seq"):
+        (workdir / f"{name}.yaml").write_text(yaml.safe_dump({"experiment": name, "sweeps": sweeps}))
+    assert cli.main(["study", str(workdir / "dag.yaml"), "--tracking-uri", mlflow_server]) == 0
+    assert cli.main(["study", str(workdir / "seq.yaml"), "--tracking-uri", mlflow_server, "--sequential"]) == 0
+    spans, metrics = {}, {}
+    for name in ("dag", "seq"):
+        _, runs = _children(mlflow_server, name)
+        assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+        spans[name] = {r.data.tags["squeeze.sweep"]: (r.info.start_time, r.info.end_time) for r in runs}
+        metrics[name] = {r.data.tags["squeeze.sweep"]: r.data.metrics["val/accuracy"] for r in runs}
+        if name == "dag":
+            assert len({r.data.tags["ray.node_id"] for r in runs if r.data.tags["squeeze.sweep"] in "ab"}) == 2
+    a, b, dq = (spans["dag"][k] for k in ("a", "b", "dq_a"))
+    assert a[0] < b[1] and b[0] < a[1]          # a and b overlapped in time
+    assert dq[0] >= a[1] and dq[0] < b[1]       # DQ started after its source, while b still trained
+    a, b, dq = (spans["seq"][k] for k in ("a", "b", "dq_a"))
+    assert a[1] <= b[0] and b[1] <= dq[0]       # one at a time, in file order
+    assert metrics["dag"] == metrics["seq"]     # same trials, same seeds, same numbers

@@ -363,3 +363,24 @@ def test_the_prune_stage_reads_any_plain_text_corpus(tmp_path):
     corpus.write_text("\n".join(f"sentence number {i} of a plain corpus ." for i in range(30)) + "\n")
     bundle = load_splits("lm", DataCfg(source="files", files=[str(corpus)], split=[0.8, 0.1, 0.1]))
     assert sum(bundle.sizes.values()) == 30 and bundle.splits["train"][0]["text"].startswith("sentence number")
+
+
+def test_a_data_file_counts_in_a_stage_identity_by_its_contents_not_its_modification_time(tmp_path):
+    """A dataset copied anew (same bytes, new mtime: a re-sync, a fresh checkout) must not make a finished
+    study run again; an edited file must (found when a restored ../shared/data re-ran a 40-minute prune stage)."""
+    import os
+
+    from squeeze import config
+    from squeeze.prepare import cache_key
+
+    f = tmp_path / "reviews.csv"
+    f.write_text("text,label\na fine film,pos\na dull film,neg\n" * 20)
+    sweep = config.parse({"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},
+                                                          "data": {"source": "files", "files": [str(f)]}}]}).sweeps[0]
+    before = cache_key(sweep)
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**12))
+    assert cache_key(sweep) == before
+    f.write_text(f.read_text().replace("dull", "slow"))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**12))
+    assert cache_key(sweep) != before

@@ -59,6 +59,79 @@ def test_a_dq_folder_is_an_mlflow_model_that_predicts_texts(trained):
     assert got == [ours.config.id2label[i] for i in direct.tolist()]
 
 
+@pytest.mark.parametrize("task", ["sentiment", "ner"])
+def test_dq_through_onnxruntime_is_evaluated_saved_and_reloaded_as_an_int8_onnx_graph(tmp_path, task):
+    """backend onnxruntime: the trial's test metrics come from the int8 ONNX graph, which is what is saved (and
+    reloads to the same predictions); it agrees with torch's DQ of the same model on nearly every prediction."""
+    import json
+
+    import onnx
+
+    cache, out = tmp_path / "cache", {}
+    base = tiny_sweep(task, size=150, epochs=3, lr=3e-3, num_threads=2)
+    prepared = prepare(base, cache)
+    r = Recipe(base, prepared, cache_dir=cache)
+    list(r.fit())
+    base_final = r.finish(tmp_path / "base").metrics
+    for backend in ("torch", "onnxruntime"):
+        cfg = tiny_sweep(task, size=150, technique=["dq"], epochs=0, source="x", num_threads=2,
+                         params={"dq": {"backend": backend}})
+        p = prepare(cfg, cache, tokenizer_dir=tmp_path / "base" / "model")
+        r = Recipe(cfg, p, cache_dir=cache, source_dir=str(tmp_path / "base" / "model"))
+        list(r.fit())
+        out[backend] = r.finish(tmp_path / backend)
+    ort_final = out["onnxruntime"].metrics
+    folder = tmp_path / "onnxruntime" / "model"
+    assert json.loads((folder / "squeeze_format.json").read_text())["backend"] == "onnxruntime"
+    graph = onnx.load(str(folder / "model.int8.onnx")).graph
+    assert sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.node) >= 4 * 2  # Q,K,V,O per layer at least
+    assert ort_final["quant/int8_linear"] >= 8 and ort_final["quant/float_linear"] == 0
+    assert ort_final["parity/ok"] == 1.0  # reloaded from the folder: the same test metric
+    assert ort_final["size/disk_mb"] < 0.6 * base_final["size/disk_mb"]  # tiny graph: its node list weighs ~40%
+    primary = {"sentiment": "accuracy", "ner": "f1"}[task]
+    assert abs(ort_final[f"test/{primary}"] - out["torch"].metrics[f"test/{primary}"]) <= 0.1
+    model = squeeze.load(folder)
+    texts = [" ".join(ex["tokens"]) if "tokens" in ex else ex["text"] for ex in p.examples["test"][:4]]
+    if task == "sentiment":
+        import mlflow
+
+        got = mlflow.pyfunc.load_model(str(folder)).predict(pd.DataFrame({"text": texts}))
+        enc = p.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        direct = model(**{k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}).logits
+        assert got == [model.config.id2label[i] for i in direct.argmax(-1).tolist()]
+
+
+def test_an_onnx_export_that_froze_a_shape_is_refused_before_quantizing():
+    """A model whose output depends on a Python number taken from its input: the trace freezes it, the graph
+    then answers another batch wrongly, and the export check says so instead of a report showing it."""
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from squeeze import onnxrt
+
+    class Frozen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 2)
+
+        def forward(self, input_ids, attention_mask):
+            scale = float(input_ids.shape[1])  # a Python float: a constant in the trace
+            mask = attention_mask.float().mean(1, keepdim=True)
+            return SequenceClassifierOutput(logits=self.head(self.emb(input_ids).mean(1)) * scale * mask)
+
+    example = {"input_ids": torch.randint(0, 50, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    check = {"input_ids": torch.randint(0, 50, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+    with pytest.raises(AssertionError, match="changed the fp32 logits on a batch of shape"):
+        onnxrt.quantize(Frozen(), example, check, embeddings=False)
+
+
+def test_dq_through_onnxruntime_is_refused_for_generation():
+    from squeeze.config import ConfigError
+
+    with pytest.raises(ConfigError, match="backend: onnxruntime runs classifier heads"):
+        tiny_sweep("dialogue", preset="tiny-gpt2", technique=["dq"], epochs=0, source="x",
+                   params={"dq": {"backend": "onnxruntime"}})
+
+
 @pytest.mark.slow
 def test_a_logged_dq_model_loads_from_its_run_and_registers(trained, mlflow_server):
     import mlflow
@@ -80,3 +153,50 @@ def test_a_logged_dq_model_loads_from_its_run_and_registers(trained, mlflow_serv
         assert by_run == by_name and len(by_run) == 3
     finally:
         mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_a_tiny_study_prints_a_line_per_trial_and_honours_mlflow_tracking_uri(tmp_path):
+    """The default console: a line per stage and per trial start and end, the results table, no Ray boxes; the
+    store named by MLFLOW_TRACKING_URI is used (and read by `squeeze ls` from another folder)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    doc = {"experiment": "lines", "sweeps": [{"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"},
+                                              "data": {"size": 80}, "train": {"epochs": 1, "max_length": 32},
+                                              "search_space": {"seed": {"grid_search": [0, 1, 2, 3]}}}]}
+    (work / "s.yaml").write_text(yaml.safe_dump(doc))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'store.db'}")
+    run = subprocess.run([sys.executable, "-m", "squeeze.cli", "study", "s.yaml"], cwd=work, env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = (run.stdout + run.stderr).splitlines()
+    assert len(lines) <= 80 and sum("finished" in line for line in lines) == 4
+    assert not any("╭" in line or "TensorBoard" in line for line in lines)
+    assert (tmp_path / "store.db").exists() and not (work / "mlflow.db").exists()
+    ls = subprocess.run([sys.executable, "-m", "squeeze.cli", "ls", "--experiment", "lines"], cwd=elsewhere, env=env,
+                        capture_output=True, text=True, timeout=200)
+    assert ls.returncode == 0 and ls.stdout.count("baseline") == 4 and not (elsewhere / "mlflow.db").exists()
+    assert "--version" in subprocess.run([sys.executable, "-m", "squeeze.cli", "--help"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.slow
+def test_a_minilm_trial_leaves_a_bounded_ray_results(workdir, ray_session):
+    """A finished stage keeps no checkpoints (model, best weights, optimizer: about 260 MB per epoch for MiniLM)."""
+    import yaml
+
+    from squeeze import cli
+
+    doc = {"experiment": "disk", "checkpoints_to_keep": 2, "sweeps": [{
+        "name": "m", "task": "sentiment", "model": {"name": "minilm"}, "data": {"size": 120},
+        "train": {"epochs": 2, "max_length": 32, "batch_size": 16}, "measure": {"latency": False}}]}
+    (workdir / "m.yaml").write_text(yaml.safe_dump(doc))
+    assert cli.main(["sweep", "m.yaml"]) == 0
+    size = sum(f.stat().st_size for f in (workdir / "ray_results").rglob("*") if f.is_file())
+    assert size < 5 * 2**20, f"ray_results holds {size / 2**20:.0f} MB"

@@ -77,6 +77,20 @@ def test_checkpoints_are_kept_within_budget_and_dropped_when_the_stage_is_done(w
     assert left == []  # a finished stage needs no resume: its checkpoints (model, best, optimizer) are gone
 
 
+def test_a_storage_uri_from_the_environment_holds_the_trials_and_is_cleaned_through_its_filesystem(workdir, ray_session,
+                                                                                                   monkeypatch):
+    """SQUEEZE_STORAGE_PATH (what cluster.yaml sets on every node) as a URI: Tune writes there, not under a
+    folder named after the URI in the working directory, and the finished stage's checkpoints are deleted
+    through pyarrow's filesystem of the URI (file:// here; s3:// takes the same path)."""
+    store = workdir / "shared"
+    monkeypatch.setenv("SQUEEZE_STORAGE_PATH", f"file://{store}")
+    f = _study(workdir, "uri", seeds=(0,), epochs=2)
+    assert cli.main(["sweep", f]) == 0
+    stage = next(store.glob("uri-s-*"))
+    assert any(d.is_dir() for d in stage.iterdir()) and not list(stage.rglob("checkpoint_*"))
+    assert not (workdir / "ray_results").exists() and not list(workdir.glob("file:*"))
+
+
 def test_killed_driver_resumes_only_unfinished_trials(workdir):
     """SIGKILL the whole driver process group mid-sweep, then --resume: exactly one FINISHED run per trial."""
     import ray
@@ -241,6 +255,15 @@ def test_cluster_yaml_matches_rays_autoscaler_schema():
     assert "aws_secret_access_key" not in text and "password" not in text
     ports = [p["FromPort"] for p in cfg["provider"]["security_group"]["IpPermissions"]]
     assert ports == [22]
+    # the token travels from `ray get-auth-token --generate` to every node's default path, never in the repo
+    assert cfg["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "RAY_AUTH_MODE=token" in " ".join(cfg["worker_start_ray_commands"])
+    setup = " ".join(cfg["setup_commands"])  # one block for every node type
+    assert "ray[default]" in setup and "boto3" in setup and "/home/ubuntu/squeeze[minilm]" in setup
+    assert cfg["file_mounts"]["/home/ubuntu/squeeze"] == "." and ".venv" in cfg["rsync_exclude"]
+    assert setup.index("apt-get update") < " ".join(cfg["setup_commands"] + cfg["head_setup_commands"]).index("apt-get install")
+    assert "|| true" not in text and "git+https" not in text
+    assert "MLFLOW_TRACKING_URI" in start and "SQUEEZE_STORAGE_PATH=s3://" in start
 
 
 def _prune_study(workdir, name, fail: dict) -> str:

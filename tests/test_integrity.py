@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
+from helpers import start_cli, study_runs, wait_runs
 
 from squeeze import cli
 
@@ -35,56 +35,24 @@ def _file(workdir, name, *, seeds=(0, 1, 2, 3), sleep=0.0, dq=False, lrs=(1e-3,)
     return str(f)
 
 
-def _runs(workdir, experiment, sweep=None):
-    from squeeze.tracking import mlflow_client
-
-    client = mlflow_client(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return client, [], []
-    runs = client.search_runs([exp.experiment_id], "", max_results=5000)
-    parents = [r for r in runs if r.data.tags.get("squeeze.parent") == "1" and (sweep is None or r.data.tags.get("squeeze.sweep") == sweep)]
-    children = [r for r in runs if "squeeze.trial_id" in r.data.tags and (sweep is None or r.data.tags.get("squeeze.sweep") == sweep)]
-    return client, parents, children
-
-
-def _start(workdir, *args):
-    return subprocess.Popen([sys.executable, "-m", "squeeze.cli", *args], cwd=workdir, env=dict(os.environ),
-                            stdout=open(workdir / f"{len(list(workdir.glob('*.log')))}.log", "w"), stderr=subprocess.STDOUT)
-
-
-def _wait(workdir, experiment, until, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        time.sleep(1)
-        if (workdir / "mlflow.db").exists():
-            try:
-                _, parents, children = _runs(workdir, experiment)
-            except Exception:
-                continue
-            if until(parents, children):
-                return parents, children
-    raise AssertionError("timed out: " + "".join(p.read_text()[-2000:] for p in workdir.glob("*.log")))
-
-
 def test_ctrl_c_mid_stage_is_no_completion_and_study_finishes_exactly_the_rest(workdir):
     import ray
 
     ray.shutdown()
     f = _file(workdir, "intr", sleep=0.3)
-    proc = _start(workdir, "study", f)
-    _, before = _wait(workdir, "intr", lambda p, c: any(r.info.status == "FINISHED" for r in c)
+    proc = start_cli(workdir, "study", f)
+    _, before = wait_runs(workdir, "intr", lambda p, c: any(r.info.status == "FINISHED" for r in c)
                       and any(r.info.status == "RUNNING" for r in c))
     done_before = {r.data.tags["squeeze.trial_id"]: r.info.end_time for r in before if r.info.status == "FINISHED"}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130  # interrupted: non-zero, never "complete"
-    _, parents, children = _runs(workdir, "intr")
+    _, parents, children = study_runs(workdir, "intr")
     assert [p.info.status for p in parents] == ["KILLED"] and "interrupted" in parents[0].data.tags["squeeze.stopped"]
     assert not [r for r in children if r.info.status == "RUNNING"]
     again = subprocess.run([sys.executable, "-m", "squeeze.cli", "study", f], cwd=workdir, capture_output=True,
                            text=True, timeout=400)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    client, parents, children = _runs(workdir, "intr")
+    client, parents, children = study_runs(workdir, "intr")
     ids = [r.data.tags["squeeze.trial_id"] for r in children]
     assert len(ids) == 4 and len(set(ids)) == 4  # one run per trial: the unfinished ones continued theirs
     assert all(r.info.status == "FINISHED" for r in children) and [p.info.status for p in parents] == ["FINISHED"]
@@ -98,10 +66,10 @@ def test_a_grown_baseline_grid_reruns_the_stages_built_on_it(workdir, ray_sessio
     f = _file(workdir, "grow", seeds=(0,), dq=True)
     assert cli.main(["study", f]) == 0
     assert cli.main(["study", f]) == 0  # unchanged: both stages complete, skipped
-    _, parents, _ = _runs(workdir, "grow")
+    _, parents, _ = study_runs(workdir, "grow")
     assert len(parents) == 2
     assert cli.main(["study", f, "sweeps.base.search_space.lr={grid_search: [1.0e-3, 3.0e-4]}"]) == 0
-    _, parents, children = _runs(workdir, "grow")
+    _, parents, children = study_runs(workdir, "grow")
     assert sorted(p.data.tags["squeeze.sweep"] for p in parents) == ["base", "base", "dq", "dq"]  # dq ran again
     from analysis.runs import load_runs
 
@@ -116,9 +84,9 @@ def test_a_stage_run_twice_at_once_is_refused(workdir, capsys):
 
     ray.shutdown()
     f = _file(workdir, "twice", seeds=(0, 1), sleep=0.5)
-    proc = _start(workdir, "study", f)
+    proc = start_cli(workdir, "study", f)
     try:
-        _wait(workdir, "twice", lambda p, c: any(r.info.status == "RUNNING" for r in c))
+        wait_runs(workdir, "twice", lambda p, c: any(r.info.status == "RUNNING" for r in c))
         assert cli.main(["study", f]) == 2
         err = capsys.readouterr().err
         assert f"stage 'base' is being run by pid {proc.pid}" in err
@@ -136,7 +104,7 @@ def test_a_driver_killed_without_a_word_is_resumed_by_a_plain_study(workdir):
     f = _file(workdir, "zombie", seeds=(0, 1, 2), sleep=0.3)
     proc = subprocess.Popen([sys.executable, "-m", "squeeze.cli", "study", f], cwd=workdir, env=dict(os.environ),
                             stdout=open(workdir / "first.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    _wait(workdir, "zombie", lambda p, c: any(r.info.status == "FINISHED" for r in c)
+    wait_runs(workdir, "zombie", lambda p, c: any(r.info.status == "FINISHED" for r in c)
           and any(r.info.status == "RUNNING" for r in c))
     doomed = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     os.killpg(proc.pid, signal.SIGKILL)
@@ -149,7 +117,7 @@ def test_a_driver_killed_without_a_word_is_resumed_by_a_plain_study(workdir):
     done = subprocess.run([sys.executable, "-m", "squeeze.cli", "study", f], cwd=workdir, capture_output=True, text=True,
                           timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    _, parents, children = _runs(workdir, "zombie")
+    _, parents, children = study_runs(workdir, "zombie")
     assert len(children) == 3 and len({r.data.tags["squeeze.trial_id"] for r in children}) == 3
     assert all(r.info.status == "FINISHED" for r in children) and [p.info.status for p in parents] == ["FINISHED"]
 

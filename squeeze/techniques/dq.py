@@ -1,5 +1,9 @@
 """Post-training dynamic int8 quantization of every Linear layer, for CPU inference.
 
+Two backends: ``torch`` (``torch.ao`` dynamic int8 Linear, the paper's method) and ``onnxruntime`` (the model
+exported to ONNX and quantized by ONNX Runtime, ``squeeze.onnxrt``; evaluated, measured and saved as ``.onnx``):
+the latency a report shows is then the one an ONNX Runtime deployment sees.
+
 GPT-2's ``Conv1D`` layers are converted to ``nn.Linear`` first (checked exact in fp32), else
 ``quantize_dynamic`` silently leaves every transformer block in fp32. The number of int8
 layers is logged; a quantized model whose blocks are still float raises.
@@ -8,6 +12,8 @@ layers is logged; a quantized model whose blocks are still float raises.
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 from squeeze import families, quant
@@ -19,6 +25,7 @@ class DQParams(BaseModel):
     # also int8 (weight-only, per row) embeddings, as QAT's default, so DQ and QAT sizes compare like with like;
     # false reproduces the paper's DQ, whose PyTorch left the embeddings in fp32
     embeddings: bool = True
+    backend: Literal["torch", "onnxruntime"] = "torch"
 
 
 def check_conv1d_conversion(model: torch.nn.Module) -> int:
@@ -61,7 +68,28 @@ class DQ(NoOp):
     needs_source = "the sweep whose fine-tuned models it quantizes"
     eval_device = "cpu"
 
+    @classmethod
+    def check(cls, params, task, has_source):
+        from squeeze import onnxrt
+
+        if params.backend == "onnxruntime":
+            if "Classification" not in task.auto_class:
+                raise ValueError(f"params.dq.backend: onnxruntime runs classifier heads (sequence or token "
+                                 f"classification); task {task.name!r} uses {task.auto_class}: use backend torch")
+            if not onnxrt.available():
+                raise ValueError("params.dq.backend: onnxruntime needs `pip install onnxruntime onnx` "
+                                 "(or `pip install squeeze[onnx]`)")
+
     def finalize(self, model):
+        if self.p.backend == "onnxruntime":
+            from squeeze import onnxrt
+
+            prepared = self.ctx.prepared
+            feats = prepared.features
+            model = onnxrt.quantize(model, onnxrt.example_batch(feats["train"][:2], prepared.pad_id),
+                                    onnxrt.example_batch(feats["test"][:5], prepared.pad_id), embeddings=self.p.embeddings)
+            self.ctx.info.update({**model.counts(), "quant/conv1d_converted": 0.0})
+            return model
         model, counts = quantize(model, self.p.embeddings)
         self.conv1d_to_linear = bool(counts["quant/conv1d_converted"])
         if self.ctx is not None:

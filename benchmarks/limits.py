@@ -1,0 +1,159 @@
+"""Figures read against the machine and the deployment peers: training FLOP/s against a plain GEMM of the model's
+own shapes, and squeeze's DQ latency against ONNX Runtime's dynamic int8. Imported by ``benchmarks/run.py``."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import THREADS, summary
+
+
+def _shapes(model) -> tuple[int, int, int, int]:
+    c = model.config
+    return c.num_hidden_layers, c.hidden_size, c.intermediate_size, sum(
+        p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+
+
+def _gemm_flops_per_s(tokens: int, d: int, ff: int, repeats: int = 10) -> float:
+    """FLOP/s of plain torch.mm over one layer's Linear shapes (Q, K, V, O, FFN in, FFN out) at ``tokens`` rows:
+    forward and both backward GEMMs of each (x @ W, dY @ W^T, X^T @ dY), on the same threads as training."""
+    shapes = [(tokens, d, d)] * 4 + [(tokens, d, ff), (tokens, ff, d)]
+    mats = []
+    for m, k, n in shapes:
+        x, w, g = torch.randn(m, k), torch.randn(k, n), torch.randn(m, n)
+        mats += [(x, w), (g, w.t().contiguous()), (x.t().contiguous(), g)]
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in mats)
+    for a, b in mats:  # warm-up
+        torch.mm(a, b)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for a, b in mats:
+            torch.mm(a, b)
+    return flops * repeats / (time.perf_counter() - t0)
+
+
+def bench_gemm_fraction(recipe_of, reps: int) -> dict:
+    """Training FLOP/s of squeeze's loop (one MiniLM epoch) / plain GEMM FLOP/s of the model's shapes.
+
+    Training FLOPs per batch = 6 x non-embedding parameters x tokens + 12 x layers x hidden x seq x tokens
+    (attention scores and values, forward and backward), counted on the padded batches the loop really runs.
+    """
+    torch.set_num_threads(THREADS)
+    fractions, achieved, peaks = [], [], []
+    for _ in range(reps):
+        loop = recipe_of().loop
+        layers, d, ff, n_params = _shapes(loop.model)
+        flops, tokens = 0.0, []
+        for _, batch in loop._batches(0):  # the same batches the timed epoch runs (same seed, same epoch)
+            b, s = batch["input_ids"].shape
+            flops += 6 * n_params * b * s + 12 * layers * d * s * b * s
+            tokens.append(b * s)
+        t0 = time.perf_counter()
+        loop.train_epoch(0)
+        achieved.append(flops / (time.perf_counter() - t0))
+        peaks.append(_gemm_flops_per_s(int(statistics.median(tokens)), d, ff))
+        fractions.append(achieved[-1] / peaks[-1])
+    return {"train_gemm_fraction": summary(
+        fractions, train_gflops=statistics.median(achieved) / 1e9, gemm_gflops=statistics.median(peaks) / 1e9,
+        threads=THREADS, step_profile=step_profile(recipe_of().loop),
+        note="training FLOP/s (6 N T + 12 L d s T on the padded batches; N = non-embedding "
+             "parameters) / torch.mm FLOP/s of one layer's forward and backward GEMM shapes at the "
+             "median batch's tokens, same threads; informational (no goal). step_profile: share of a training "
+             "step's CPU time per kind of kernel (torch.profiler, self time, 6 steps)")}
+
+
+GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+ATTENTION_OPS = ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::_softmax", "aten::softmax")
+OPTIMIZER_OPS = ("aten::_fused_adamw", "aten::_foreach", "Optimizer.")
+
+
+def step_profile(loop, steps: int = 6) -> dict:
+    """Where a training step's CPU time goes, by kernel kind (self time): the share no loop can remove (GEMMs,
+    attention: the Trainer runs the same ones) against what a loop controls (optimizer, data, Python)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batches = [b for _, b in zip(range(steps + 1), loop._batches(0))]
+    loop._step(batches[0][1], batches[0][0])  # warm-up, not profiled
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for indices, batch in batches[1:]:
+            loop._step(batch, indices)
+    rows = prof.key_averages()
+    total = sum(r.self_cpu_time_total for r in rows) or 1.0
+
+    def share(prefixes):
+        return sum(r.self_cpu_time_total for r in rows if r.key.startswith(prefixes)) / total
+
+    gemm, attention, optimizer = share(GEMM_OPS), share(ATTENTION_OPS), share(OPTIMIZER_OPS)
+    top = sorted(rows, key=lambda r: -r.self_cpu_time_total)[:8]
+    return {"gemm": gemm, "attention": attention, "optimizer": optimizer, "other": 1 - gemm - attention - optimizer,
+            "top": {r.key: r.self_cpu_time_total / total for r in top}}
+
+
+def _batches(prepared, pad_id: int):
+    from squeeze.tasks.base import collate
+
+    feats = prepared.features["test"]
+    out = {}
+    for b in (1, 8):
+        batch = collate(feats[:b], pad_id)
+        out[b] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    return out
+
+
+def onnx_int8(model, example: dict, directory: Path) -> Path:
+    """Export the classifier to ONNX (opset 17, dynamic batch and length) and quantize it with ONNX Runtime's
+    ``quantize_dynamic`` (int8 weights, dynamic int8 activations: the ORT counterpart of DQ)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32, int8 = directory / "model.onnx", directory / "model.int8.onnx"
+    axes = {0: "batch", 1: "length"}
+    torch.onnx.export(model, (example["input_ids"], example["attention_mask"]), str(fp32), dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes})
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    return int8
+
+
+def bench_dq_vs_ort(model_of, prepared, reps: int) -> dict:
+    """ONNX Runtime dynamic-int8 latency / squeeze DQ latency, same MiniLM classifier, same real test batches
+    (batch 1 and 8), same threads."""
+    import onnxruntime as ort
+
+    from squeeze import measure
+    from squeeze.techniques.dq import quantize
+
+    batches = _batches(prepared, prepared.pad_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = onnx_int8(model_of().eval(), batches[8], Path(tmp))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        dq, _ = quantize(model_of().eval(), embeddings=True)  # squeeze's DQ as a trial deploys it
+        out = {}
+        for b, batch in batches.items():
+            feed = {k: v.numpy() for k, v in batch.items()}
+            ratios, ours, theirs = [], [], []
+            for i in range(reps):
+                with torch.no_grad():
+                    arms = [lambda: dq(**batch), lambda: session.run(None, feed)]
+                    if i % 2:
+                        arms.reverse()
+                    t = [measure.time_cpu(fn, warmup=3, repeats=20, threads=THREADS)["median_ms"] for fn in arms]
+                    t_dq, t_ort = (t[0], t[1]) if i % 2 == 0 else (t[1], t[0])
+                ratios.append(t_ort / t_dq)
+                ours.append(t_dq)
+                theirs.append(t_ort)
+            with torch.no_grad():
+                agree = float((dq(**batch).logits.argmax(-1).numpy() == session.run(None, feed)[0].argmax(-1)).mean())
+            key = "dq_vs_onnxruntime_int8" if b == 1 else f"dq_vs_onnxruntime_int8_batch{b}"
+            out[key] = summary(ratios, squeeze_dq_ms=statistics.median(ours), onnxruntime_int8_ms=statistics.median(theirs),
+                               batch=b, seq=int(batch["input_ids"].shape[1]), threads=THREADS, argmax_agreement=agree,
+                               onnxruntime=ort.__version__,
+                               note="ONNX Runtime quantize_dynamic (QInt8 weights) latency / squeeze DQ latency "
+                                    "(torch.ao dynamic int8 Linear + int8 embeddings, the deployed default); > 1: "
+                                    "squeeze faster")
+    return out
