@@ -37,8 +37,13 @@ def describe(config: dict) -> str:
     return " ".join(parts) or "defaults"
 
 
-def trial_lines(stage: str, primary: str):
-    """A Ray Tune callback printing one line when a trial starts, finishes or fails."""
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def trial_lines(stage: str, primary: str, epochs: int = 0):
+    """A Ray Tune callback printing one line when a trial starts, ends an epoch (steps/s, the dev metric and an
+    ETA), finishes or fails. ``epochs``: the sweep's, unless a trial's search space sets its own."""
     from ray import tune
 
     class _Lines(tune.Callback):
@@ -49,6 +54,17 @@ def trial_lines(stage: str, primary: str):
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[trial.trial_id] = time.time()
             say(f"[{stage}] trial {trial.trial_id} started: {describe(trial.config)} ({len(trials)} trials)")
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            total = (trial.config.get("train") or {}).get("epochs", epochs)
+            epoch, step = result.get("epoch"), result.get("step")  # epoch: the 0-based index of the epoch just ended
+            if not total or epoch is None or step is None or any(k.startswith("test/") for k in result):
+                return  # post-training trials train no epochs; the final report is the "finished" line
+            took, done = time.time() - self.started.get(trial.trial_id, time.time()), epoch + 1
+            score = result.get(f"val/{primary}")
+            say(f"[{stage}] trial {trial.trial_id} epoch {done}/{total}: step {step}, {step / max(took, 1e-9):.2f} steps/s"
+                + (f", val/{primary} {score:.4g}" if isinstance(score, (int, float)) else "")
+                + f", ETA {_duration(took / done * max(total - done, 0))}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.count += 1

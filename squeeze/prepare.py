@@ -10,13 +10,14 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from squeeze import __version__, families, models, presets
+from squeeze import __version__, console, families, models, presets
 from squeeze.checksum import sha256_file
 from squeeze.data import SPLITS, load_splits
 from squeeze.registry import get_task
@@ -141,7 +142,12 @@ def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = Non
         tok = models.load_tokenizer(sweep.model.name, task.texts(bundle.splits["train"]), cache_dir)
     tok = task.prepare_tokenizer(tok)
     tok.truncation_side = sweep.data.truncation_side
+    n = sum(len(bundle.splits[s]) for s in SPLITS)
+    console.say(f"[{sweep.name}] tokenizing {n:,} examples of {bundle.name} (cached for the next run)")
+    t0 = time.perf_counter()
     feats = {s: task.encode(bundle.splits[s], tok, labels, sweep.train.max_length) for s in SPLITS}
+    took = time.perf_counter() - t0
+    console.say(f"[{sweep.name}] tokenized in {took:.1f} s ({n / max(took, 1e-9):,.0f} examples/s)")
     fam = families.family_of_type(presets.model_type(sweep.model.name))
     if fam is not None and not fam.token_types:  # Llama and DistilBERT take no token_type_ids (dialogue's speakers)
         feats = {s: [{k: v for k, v in f.items() if k != "token_type_ids"} for f in fs] for s, fs in feats.items()}

@@ -7,6 +7,7 @@ start Ray and check the resources -> one ``Tuner`` per sweep, each under an MLfl
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -49,6 +50,19 @@ def init_ray() -> None:
         ray.init(address="local", include_dashboard=False, log_to_driver=verbose, configure_logging=False)
 
 
+def has_autoscaler() -> bool:
+    """Does this Ray cluster have an autoscaler with node types to launch? Every Ray publishes an autoscaler
+    status, but one started without an autoscaling config (a local Ray, `ray start` by hand) runs Ray's
+    read-only provider, which names each node's type after the node itself."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(b"__autoscaling_status")
+    if not raw:
+        return False
+    mapping = (json.loads(raw).get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return any(kind != f"node_{node}" for node, kind in mapping.items())
+
+
 def check_resources(cfg: RunCfg) -> None:
     """Refuse trials the cluster can never place, naming the field. A cluster with an autoscaler (its status in
     the GCS) is trusted to add the nodes the trials ask for: Ray knows its node types, the driver does not.
@@ -57,10 +71,9 @@ def check_resources(cfg: RunCfg) -> None:
         ConfigError: when a trial asks for more CPUs or GPUs than a cluster without an autoscaler has.
     """
     import ray
-    from ray.experimental.internal_kv import _internal_kv_get
 
     have = ray.cluster_resources()
-    if _internal_kv_get(b"__autoscaling_status") is not None:
+    if has_autoscaler():
         console.say(f"autoscaling cluster: {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs up now; "
                     "its autoscaler adds nodes for the trials")
         return
@@ -105,7 +118,7 @@ def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep or None),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id),
-                   console.trial_lines(sweep.name, task.primary_metric)])
+                   console.trial_lines(sweep.name, task.primary_metric, sweep.train.epochs)])
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 

@@ -112,3 +112,17 @@ def test_ctrl_c_stops_every_running_stage_and_the_next_study_finishes_them(workd
         for r in runs:
             assert r.info.status == "FINISHED"
             assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "train/loss")) == [0, 1]
+
+
+def test_a_local_ray_is_no_autoscaling_cluster_and_refuses_trials_it_cannot_place(ray_session, capsys):
+    """Every Ray publishes an autoscaler status; only one with node types to launch may take trials larger than its
+    nodes (test_launcher covers that side). A local Ray refuses them before any trial, naming the field."""
+    from squeeze import config, sweep
+    from squeeze.config import ConfigError
+
+    cfg = config.parse({"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},
+                                                        "resources": {"cpu": 64}}]})
+    assert not sweep.has_autoscaler()
+    with pytest.raises(ConfigError, match=r"sweeps.0.resources.cpu: a trial asks for 64"):
+        sweep.check_resources(cfg)
+    assert "autoscaling cluster" not in capsys.readouterr().err

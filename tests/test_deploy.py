@@ -178,6 +178,9 @@ def test_a_tiny_study_prints_a_line_per_trial_and_honours_mlflow_tracking_uri(tm
     assert run.returncode == 0, run.stderr[-2000:]
     lines = (run.stdout + run.stderr).splitlines()
     assert len(lines) <= 80 and sum("finished" in line for line in lines) == 4
+    assert sum("[base] tokeniz" in line for line in lines) == 2  # before and after, with a count and a speed
+    progress = [line for line in lines if "epoch 1/1: step" in line]  # each trial's epoch: speed, dev metric, ETA
+    assert len(progress) == 4 and all("steps/s, val/accuracy" in line and "ETA 0 s" in line for line in progress)
     assert not any("╭" in line or "TensorBoard" in line for line in lines)
     assert (tmp_path / "store.db").exists() and not (work / "mlflow.db").exists()
     ls = subprocess.run([sys.executable, "-m", "squeeze.cli", "ls", "--experiment", "lines"], cwd=elsewhere, env=env,

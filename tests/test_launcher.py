@@ -95,8 +95,9 @@ def test_a_submitted_sweep_runs_on_autoscaled_workers_and_reaches_mlflow(tmp_pat
     offline["SQUEEZE_STORAGE_PATH"] = str(tmp_path / "results")  # an absolute path: the job's cwd is a temp copy
     for attempt in range(240):  # the head's job agent takes a few seconds after `ray start` to accept jobs
         try:
-            # the file by its path, no `working_dir`: fake nodes share this machine's runtime-env folder, and a
-            # node that starts clears it under the running driver (separate machines each have their own)
+            # the file by its path, no `working_dir`: fake nodes share this machine's runtime-env folder, and with
+            # one the uploaded directory vanished under the running driver as workers came up (a first trial's
+            # actor died before it ran, then the driver's cwd was gone); separate machines each have their own
             job = client.submit_job(entrypoint=f"{sys.executable} -m squeeze.cli sweep {job_dir / 'tiny.yaml'} "
                                                f"--tracking-uri {mlflow_server}", runtime_env={"env_vars": offline})
             break
