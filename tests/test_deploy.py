@@ -132,6 +132,18 @@ def test_dq_through_onnxruntime_is_refused_for_generation():
                    params={"dq": {"backend": "onnxruntime"}})
 
 
+def test_a_torch_without_torch_ao_quantization_is_refused_for_dq_before_any_trial(monkeypatch):
+    """torch.ao.quantization is deprecated; the day a torch drops it, DQ's default backend says so and names the way
+    out, instead of failing in every trial."""
+    import sys
+
+    from squeeze.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)  # what an import of a removed module does
+    with pytest.raises(ConfigError, match="has no torch.ao dynamic quantization; use backend: onnxruntime"):
+        tiny_sweep("sentiment", technique=["dq"], epochs=0, source="x")
+
+
 @pytest.mark.slow
 def test_a_logged_dq_model_loads_from_its_run_and_registers(trained, mlflow_server):
     import mlflow

@@ -72,6 +72,14 @@ class DQ(NoOp):
     def check(cls, params, task, has_source):
         from squeeze import onnxrt
 
+        if params.backend == "torch":
+            try:  # deprecated in torch: the day a torch drops it, say so before any trial, with the way out
+                from torch.ao.quantization import quantize_dynamic  # noqa: F401
+            except ImportError:
+                import torch
+
+                raise ValueError(f"params.dq.backend: torch {torch.__version__} has no torch.ao dynamic quantization; "
+                                 "use backend: onnxruntime (classifiers) or a torch that has it") from None
         if params.backend == "onnxruntime":
             if "Classification" not in task.auto_class:
                 raise ValueError(f"params.dq.backend: onnxruntime runs classifier heads (sequence or token "
