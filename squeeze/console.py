@@ -6,10 +6,14 @@ errors and the final results table.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 LEVELS = {"quiet": 0, "normal": 1, "verbose": 2}
+# a trial's epoch line comes at most this often (seconds since its last line), so long epochs show progress and
+# a study of short trials stays a line per start and finish
+PROGRESS_EVERY_S = float(os.environ.get("SQUEEZE_PROGRESS_EVERY_S", "20"))
 _level = 1
 
 
@@ -42,13 +46,14 @@ def _duration(seconds: float) -> str:
 
 
 def trial_lines(stage: str, primary: str, epochs: int = 0):
-    """A Ray Tune callback printing one line when a trial starts, ends an epoch (steps/s, the dev metric and an
-    ETA), finishes or fails. ``epochs``: the sweep's, unless a trial's search space sets its own."""
+    """A Ray Tune callback printing one line when a trial starts, ends an epoch at least ``PROGRESS_EVERY_S`` after
+    its last line (steps/s, the dev metric and an ETA), finishes or fails. ``epochs``: the sweep's, unless a trial's search space sets its own."""
     from ray import tune
 
     class _Lines(tune.Callback):
         def __init__(self):
             self.started: dict[str, float] = {}
+            self.said: dict[str, float] = {}
             self.count = 0
 
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -60,7 +65,11 @@ def trial_lines(stage: str, primary: str, epochs: int = 0):
             epoch, step = result.get("epoch"), result.get("step")  # epoch: the 0-based index of the epoch just ended
             if not total or epoch is None or step is None or any(k.startswith("test/") for k in result):
                 return  # post-training trials train no epochs; the final report is the "finished" line
-            took, done = time.time() - self.started.get(trial.trial_id, time.time()), epoch + 1
+            now = time.time()
+            if now - self.said.get(trial.trial_id, self.started.get(trial.trial_id, now)) < PROGRESS_EVERY_S:
+                return  # short epochs: the trial's start and finish lines say enough
+            self.said[trial.trial_id] = now
+            took, done = now - self.started.get(trial.trial_id, now), epoch + 1
             score = result.get(f"val/{primary}")
             say(f"[{stage}] trial {trial.trial_id} epoch {done}/{total}: step {step}, {step / max(took, 1e-9):.2f} steps/s"
                 + (f", val/{primary} {score:.4g}" if isinstance(score, (int, float)) else "")

@@ -184,7 +184,7 @@ def test_a_tiny_study_prints_a_line_per_trial_and_honours_mlflow_tracking_uri(tm
                                               "data": {"size": 80}, "train": {"epochs": 1, "max_length": 32},
                                               "search_space": {"seed": {"grid_search": [0, 1, 2, 3]}}}]}
     (work / "s.yaml").write_text(yaml.safe_dump(doc))
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'store.db'}")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'store.db'}", SQUEEZE_PROGRESS_EVERY_S="0")
     run = subprocess.run([sys.executable, "-m", "squeeze.cli", "study", "s.yaml"], cwd=work, env=env, capture_output=True,
                          text=True, timeout=400)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -215,3 +215,22 @@ def test_a_minilm_trial_leaves_a_bounded_ray_results(workdir, ray_session):
     assert cli.main(["sweep", "m.yaml"]) == 0
     size = sum(f.stat().st_size for f in (workdir / "ray_results").rglob("*") if f.is_file())
     assert size < 5 * 2**20, f"ray_results holds {size / 2**20:.0f} MB"
+
+
+def test_a_trials_epoch_lines_come_at_most_once_per_progress_interval(monkeypatch, capsys):
+    """Long epochs show steps/s, the dev metric and an ETA; a study of short trials stays a line per start and end."""
+    from types import SimpleNamespace
+
+    from squeeze import console
+
+    clock = [1000.0]
+    monkeypatch.setattr(console.time, "time", lambda: clock[0])
+    monkeypatch.setattr(console, "PROGRESS_EVERY_S", 20.0)
+    lines = console.trial_lines("s", "accuracy", epochs=3)
+    trial = SimpleNamespace(trial_id="t1", config={"train": {"lr": 1e-3}}, last_result={})
+    lines.on_trial_start(0, [trial], trial)
+    for at, epoch in ((5, 0), (25, 1), (30, 2)):
+        clock[0] = 1000.0 + at
+        lines.on_trial_result(0, [trial], trial, {"epoch": epoch, "step": 10 * (epoch + 1), "val/accuracy": 0.5})
+    said = [line for line in capsys.readouterr().err.splitlines() if "epoch" in line]
+    assert said == ["[s] trial t1 epoch 2/3: step 20, 0.80 steps/s, val/accuracy 0.5, ETA 12 s"]
