@@ -82,7 +82,8 @@ def _winner(g: pd.DataFrame, col: str, mode: str) -> set[str]:
     if g.empty:
         return set()
     best = g[col].max() if mode == "max" else g[col].min()
-    return set(g.loc[g[col] == best, "technique"])
+    won = set(g.loc[g[col] == best, "technique"])
+    return set() if len(won) == len(g) > 1 else won  # all tied: no winner (it would "agree" with any)
 
 
 def agreement(sbs: pd.DataFrame) -> pd.DataFrame:
@@ -95,6 +96,8 @@ def agreement(sbs: pd.DataFrame) -> pd.DataFrame:
         compared = g["agree"].dropna()
         winners = []
         for metric, m in g.groupby("metric", sort=False):
+            if m["ours"].isna().all():
+                continue  # a metric of the paper we did not measure (BERTScore without a scorer): no winner to compare
             ours, theirs = _winner(m, "ours", m["mode"].iloc[0]), _winner(m, "paper", m["mode"].iloc[0])
             winners.append({"metric": metric, "paper": ", ".join(sorted(theirs)), "ours": ", ".join(sorted(ours)),
                             "agree": bool(ours & theirs)})

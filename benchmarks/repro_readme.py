@@ -3,8 +3,10 @@
     python benchmarks/repro_readme.py      # reads benchmarks/results/repro/*/runs.parquet
 
 For each task: the change vs baseline of every technique on every test metric (from the
-best-validation trial, as in the paper's Table 4), the winner per metric, size and CPU latency.
-The paper's own Table 4 values are not in this repository (see the README section for why).
+best-validation trial, as in the paper's Table 4), the winner per metric, size and CPU latency;
+then the paper's Table 4 side by side with ours and the agreement summary (``analysis.paper``),
+read from ``../shared/paper/table4.csv`` or ``$SQUEEZE_PAPER_DIR``. Without it the paper's
+columns are left out, with a note saying so.
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def task_table(df: pd.DataFrame, task: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def section(paper_table: pd.DataFrame | None) -> str:
+    """The README section: our tables per task, each followed by the side-by-side with the paper when it is here."""
+    from analysis import paper
+
     parts = []
+    if paper_table is None:
+        parts += ["The paper's columns are left out: its Table 4 (`../shared/paper/table4.csv`, or `$SQUEEZE_PAPER_DIR`) "
+                  "is not on this machine.", ""]
     for task in ("sentiment", "ner", "dialogue"):
         f = ROOT / "benchmarks" / "results" / "repro" / task / "runs.parquet"
         if not f.is_file():
@@ -55,12 +63,24 @@ def main() -> None:
         df = pd.read_parquet(f)
         parts += [f"**{task}** (baseline row: absolute test values; other rows: change vs baseline; "
                   f"{len(df)} trials, report: `benchmarks/results/repro/{task}/report.md`)", "", task_table(df, task), ""]
+        if paper_table is not None:
+            sbs = paper.side_by_side(df, paper_table)
+            if len(sbs) and (sbs["task"] == task).any():  # the paper may lack a task
+                parts += [f"*{task}, side by side with the paper's Table 4:*", "",
+                          paper.markdown(sbs, paper.agreement(sbs), task), ""]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    from analysis.paper import load_paper
+
+    text_ = section(load_paper())
     readme = ROOT / "README.md"
     text = readme.read_text()
     if START in text and END in text:
-        text = text[: text.index(START) + len(START)] + "\n" + "\n".join(parts) + "\n" + text[text.index(END):]
+        text = text[: text.index(START) + len(START)] + "\n" + text_ + "\n" + text[text.index(END):]
         readme.write_text(text)
-    print("\n".join(parts))
+    print(text_)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,58 @@ def test_load_runs_keeps_the_latest_run_of_a_stage(tmp_path):
     df = load_runs("again", uri)
     assert list(df["run_id"]) == [ids[1]] and df["val/accuracy"].iloc[0] == 0.6
     assert len(load_runs("again", uri, latest_only=False)) == 2
+
+
+def test_the_side_by_side_with_the_paper_on_a_hand_checked_example(monkeypatch):
+    """Signs with a 0.5% dead band, the best compression technique per metric, Kendall tau on the first metric.
+
+    accuracy: paper 0.938 | pkd -0.75%, imp -6.8%, dq -0.43% (no change), dq+imp -5.9%; ours 0.90 | -2.2%, -11.1%, 0%,
+    -10%: 4 of 4 signs agree, both pick dq, the orders are identical (tau 1). f1: paper -0.85%, -5.8%, -1.1%, -6.0%;
+    ours +5.6%, -11.1%, 0%, -10%: pkd and dq disagree (2 of 4), both pick pkd."""
+    import pandas as pd
+
+    from analysis import paper
+
+    ours = {"accuracy": [0.90, 0.88, 0.80, 0.90, 0.81], "f1": [0.90, 0.95, 0.80, 0.90, 0.81]}
+    techs = ["baseline", "pkd", "imp", "dq", "dq+imp"]
+    rows = [{"task": "sentiment", "metric": m, "technique": t, "value": v,
+             "delta_pct": (v - vals[0]) / vals[0] * 100 if t != "baseline" else float("nan")}
+            for m, vals in ours.items() for t, v in zip(techs, vals)]
+    monkeypatch.setattr(paper.tables, "table4", lambda df: pd.DataFrame(rows))
+    table = pd.DataFrame([{"task": "sentiment", "metric": "accuracy", "baseline": 0.938, "pkd": 0.931, "imp": 0.874,
+                           "dq": 0.934, "dq+imp": 0.883},
+                          {"task": "sentiment", "metric": "f1", "baseline": 0.937, "pkd": 0.929, "imp": 0.883,
+                           "dq": 0.927, "dq+imp": 0.881},
+                          {"task": "sentiment", "metric": "precision", "baseline": 0.951, "pkd": 0.946, "imp": 0.856,
+                           "dq": 0.965, "dq+imp": 0.900}])  # not measured by "us": no sign, no winner, not counted
+    sbs = paper.side_by_side(pd.DataFrame({"task": ["sentiment"]}), table)
+    assert sbs.loc[sbs["metric"] == "precision", "agree"].isna().all()
+    agree = {(r.metric, r.technique): r.agree for r in sbs.itertuples() if r.technique != "baseline" and r.metric != "precision"}
+    assert agree == {("accuracy", "pkd"): 1.0, ("accuracy", "imp"): 1.0, ("accuracy", "dq"): 1.0,
+                     ("accuracy", "dq+imp"): 1.0, ("f1", "pkd"): 0.0, ("f1", "imp"): 1.0, ("f1", "dq"): 0.0,
+                     ("f1", "dq+imp"): 1.0}
+    summary = paper.agreement(sbs).iloc[0]
+    assert (summary["deltas"], summary["same_sign"], summary["winners_agree"], summary["metrics"]) == (8, 6, 2, 2)
+    assert [(w["paper"], w["ours"]) for w in summary["winners"]] == [("dq", "dq"), ("pkd", "pkd")]
+    assert summary["rank_metric"] == "accuracy" and summary["kendall_tau"] == pytest.approx(1.0)
+    assert "6 of 8 changes have the paper's sign" in paper.markdown(sbs, paper.agreement(sbs), "sentiment")
+    tied = sbs.assign(ours=sbs["ours"].where(sbs["technique"] == "baseline", 0.5))  # every technique tied: no winner
+    assert paper.agreement(tied).iloc[0]["winners_agree"] == 0
+
+
+def test_the_repro_readme_puts_the_paper_beside_ours_and_says_so_when_the_paper_is_absent():
+    """benchmarks/repro_readme.py on the committed repro results: with a Table 4 the side-by-side and its agreement
+    summary follow our table; without one (a machine without ../shared) a note replaces them."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import repro_readme
+
+    table = pd.DataFrame([{"task": "sentiment", "metric": "accuracy", "baseline": 0.938, "pkd": 0.931, "imp": 0.874,
+                           "dq": 0.934, "dq+imp": 0.883}])
+    with_paper = repro_readme.section(table)
+    assert "side by side with the paper's Table 4" in with_paper and "changes have the paper's sign" in with_paper
+    assert "| accuracy | dq | 0.934 | -0.4% |" in with_paper
+    without = repro_readme.section(None)
+    assert "The paper's columns are left out" in without and "side by side" not in without
