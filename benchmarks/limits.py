@@ -4,9 +4,7 @@ own shapes, and squeeze's DQ latency against ONNX Runtime's dynamic int8. Import
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from common import THREADS, summary
@@ -93,72 +91,42 @@ def step_profile(loop, steps: int = 6) -> dict:
             "top": {r.key: r.self_cpu_time_total / total for r in top}}
 
 
-def _batches(prepared, pad_id: int):
-    from squeeze.tasks.base import collate
-
-    feats = prepared.features["test"]
-    out = {}
-    for b in (1, 8):
-        batch = collate(feats[:b], pad_id)
-        out[b] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    return out
-
-
-def onnx_int8(model, example: dict, directory: Path) -> Path:
-    """Export the classifier to ONNX (opset 17, dynamic batch and length) and quantize it with ONNX Runtime's
-    ``quantize_dynamic`` (int8 weights, dynamic int8 activations: the ORT counterpart of DQ)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    fp32, int8 = directory / "model.onnx", directory / "model.int8.onnx"
-    axes = {0: "batch", 1: "length"}
-    torch.onnx.export(model, (example["input_ids"], example["attention_mask"]), str(fp32), dynamo=False,
-                      input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=17,
-                      dynamic_axes={"input_ids": axes, "attention_mask": axes})
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    return int8
-
-
 def bench_dq_vs_ort(model_of, prepared, reps: int) -> dict:
-    """ONNX Runtime dynamic-int8 latency / squeeze DQ latency, same MiniLM classifier, same real test batches
-    (batch 1 and 8), same threads."""
+    """squeeze's ONNX Runtime DQ backend (``squeeze.onnxrt``: export, checked, ``quantize_dynamic``) latency / its
+    ``torch.ao`` DQ latency, same MiniLM classifier, same real test batches (batch 1 and 8), same threads."""
     import onnxruntime as ort
 
-    from squeeze import measure
+    from squeeze import measure, onnxrt
     from squeeze.techniques.dq import quantize
 
-    batches = _batches(prepared, prepared.pad_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = onnx_int8(model_of().eval(), batches[8], Path(tmp))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        dq, _ = quantize(model_of().eval(), embeddings=True)  # squeeze's DQ as a trial deploys it
-        fp32 = model_of().eval()
-        out = {}
-        for b, batch in batches.items():
-            feed = {k: v.numpy() for k, v in batch.items()}
-            ratios, ours, theirs = [], [], []
-            for i in range(reps):
-                with torch.no_grad():
-                    arms = [lambda: dq(**batch), lambda: session.run(None, feed)]
-                    if i % 2:
-                        arms.reverse()
-                    t = [measure.time_cpu(fn, warmup=3, repeats=20, threads=THREADS)["median_ms"] for fn in arms]
-                    t_dq, t_ort = (t[0], t[1]) if i % 2 == 0 else (t[1], t[0])
-                ratios.append(t_ort / t_dq)
-                ours.append(t_dq)
-                theirs.append(t_ort)
-            with torch.no_grad():  # both int8 arms against the fp32 model they came from (the same seeded head)
-                ref = fp32(**batch).logits
-                err_dq = float((dq(**batch).logits - ref).abs().max())
-                err_ort = float((torch.from_numpy(session.run(None, feed)[0]) - ref).abs().max())
-            key = "dq_vs_onnxruntime_int8" if b == 1 else f"dq_vs_onnxruntime_int8_batch{b}"
-            out[key] = summary(ratios, squeeze_dq_ms=statistics.median(ours), onnxruntime_int8_ms=statistics.median(theirs),
-                               batch=b, seq=int(batch["input_ids"].shape[1]), threads=THREADS,
-                               squeeze_dq_max_abs_logit_error=err_dq, onnxruntime_max_abs_logit_error=err_ort,
-                               onnxruntime=ort.__version__,
-                               note="ONNX Runtime quantize_dynamic (QInt8 weights) latency / squeeze DQ latency "
-                                    "(torch.ao dynamic int8 Linear + int8 embeddings, the deployed default); > 1: "
-                                    "squeeze faster. Latency only: the classifier head is the seeded, untrained one, so "
-                                    "the logit errors (each arm vs the fp32 model) say more than argmax agreement")
+    batches = {b: onnxrt.example_batch(prepared.features["test"][:b], prepared.pad_id) for b in (1, 8)}
+    ort_dq = onnxrt.quantize(model_of(), batches[8], batches[1], embeddings=True)  # backend onnxruntime, as deployed
+    dq, _ = quantize(model_of().eval(), embeddings=True)  # squeeze's DQ as a trial deploys it
+    fp32 = model_of().eval()
+    out = {}
+    for b, batch in batches.items():
+        ratios, ours, theirs = [], [], []
+        for i in range(reps):
+            with torch.no_grad():
+                arms = [lambda: dq(**batch), lambda: ort_dq(**batch)]
+                if i % 2:
+                    arms.reverse()
+                t = [measure.time_cpu(fn, warmup=3, repeats=20, threads=THREADS)["median_ms"] for fn in arms]
+                t_dq, t_ort = (t[0], t[1]) if i % 2 == 0 else (t[1], t[0])
+            ratios.append(t_ort / t_dq)
+            ours.append(t_dq)
+            theirs.append(t_ort)
+        with torch.no_grad():  # both int8 arms against the fp32 model they came from (the same seeded head)
+            ref = fp32(**batch).logits
+            err_dq = float((dq(**batch).logits - ref).abs().max())
+            err_ort = float((ort_dq(**batch).logits - ref).abs().max())
+        key = "dq_vs_onnxruntime_int8" if b == 1 else f"dq_vs_onnxruntime_int8_batch{b}"
+        out[key] = summary(ratios, squeeze_dq_ms=statistics.median(ours), onnxruntime_int8_ms=statistics.median(theirs),
+                           batch=b, seq=int(batch["input_ids"].shape[1]), threads=THREADS,
+                           squeeze_dq_max_abs_logit_error=err_dq, onnxruntime_max_abs_logit_error=err_ort,
+                           onnxruntime=ort.__version__,
+                           note="DQ backend onnxruntime (ONNX export, quantize_dynamic QInt8 with embeddings) latency / "
+                                "DQ backend torch (torch.ao dynamic int8 Linear + int8 embeddings, the default); > 1: "
+                                "torch.ao faster. Latency only: the classifier head is the seeded, untrained one, so "
+                                "the logit errors (each arm vs the fp32 model) say more than argmax agreement")
     return out

@@ -15,6 +15,12 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def tree_hashes(folder: str | Path, hash_file=sha256_file, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """``{relative path: hash}`` of every file under ``folder`` (names in ``skip`` left out), in path order."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): hash_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
 MANIFEST = "squeeze_manifest.json"
 
 
@@ -22,9 +28,8 @@ def write_manifest(folder: str | Path) -> None:
     """Record the SHA-256 of every file of a cached folder (a downloaded model, a built tokenizer)."""
     import json
 
-    folder = Path(folder)
-    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
+    files = tree_hashes(folder, skip=(MANIFEST,))
+    (Path(folder) / MANIFEST).write_text(json.dumps(files, indent=1))
 
 
 def verify_manifest(folder: str | Path) -> bool:

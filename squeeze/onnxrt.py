@@ -108,8 +108,6 @@ def quantize(model: torch.nn.Module, example: dict[str, torch.Tensor], check: di
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing": noise
-
     model = model.to("cpu").eval()
     names = [k for k in INPUTS if k in example]
     axes = {0: "batch", 1: "length"}
@@ -130,8 +128,13 @@ def quantize(model: torch.nn.Module, example: dict[str, torch.Tensor], check: di
         if diff > 1e-3:
             raise AssertionError(f"the ONNX export changed the fp32 logits on a batch of shape "
                                  f"{tuple(check['input_ids'].shape)} (max diff {diff:.3g}): not quantizing it")
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gather"] if embeddings else ["MatMul"])
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.setLevel(max(level, logging.ERROR))  # its root-logger "consider pre-processing" warning: noise here
+        try:
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gather"] if embeddings else ["MatMul"])
+        finally:
+            root.setLevel(level)  # only for this call: the rest of the process keeps its warnings
         data = int8.read_bytes()
     auto = type(model).__name__
     head = "AutoModelForTokenClassification" if "TokenClassification" in auto else "AutoModelForSequenceClassification"

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from squeeze import __version__, console, families, models, presets
-from squeeze.checksum import sha256_file
+from squeeze.checksum import sha256_file, tree_hashes
 from squeeze.data import SPLITS, load_splits
 from squeeze.registry import get_task
 
@@ -58,17 +58,25 @@ def _file_stamps(data) -> list:
     """Each data file by its contents: a copy with a new modification time (a re-synced dataset, a fresh
     checkout, data restored on another machine) keeps the stage's identity; an edited file changes it."""
     paths = list(data.files) + [p for p in (data.train, data.dev, data.test) if p]
-    return [(p, _content_hash(str(p), (st := Path(p).stat()).st_size, st.st_mtime_ns)) for p in paths]
+    return [(p, _contents(Path(p))) for p in paths]
 
 
-@functools.lru_cache(maxsize=512)
-def _content_hash(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file, or of a folder's files and names; hashed once per (path, size, mtime) per process."""
-    p = Path(path)
-    if not p.is_dir():
-        return sha256_file(p)
-    files = sorted(f for f in p.rglob("*") if f.is_file())
-    return hashlib.sha256(json.dumps([(str(f.relative_to(p)), sha256_file(f)) for f in files]).encode()).hexdigest()
+def _contents(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's file names and hashes."""
+    if path.is_dir():
+        return hashlib.sha256(json.dumps(tree_hashes(path, _file_hash)).encode()).hexdigest()
+    return _file_hash(path)
+
+
+def _file_hash(path: Path) -> str:
+    st = path.stat()
+    return _hash_once(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _hash_once(path: str, size: int, mtime_ns: int) -> str:
+    """A file is hashed once per process while its size and modification time stay the same."""
+    return sha256_file(path)
 
 
 def _write(path: Path, rows: list[dict]) -> None:

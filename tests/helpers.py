@@ -80,6 +80,31 @@ def start_cli(workdir, *args):
                             stdout=open(workdir / f"{len(list(workdir.glob('*.log')))}.log", "w"), stderr=subprocess.STDOUT)
 
 
+def kill_driver(proc) -> None:
+    """SIGKILL a driver started in its own session and every process under it (the local Ray it started: GCS,
+    raylet, workers), without a word; `ray stop` would also kill every other Ray on this machine."""
+    import signal
+
+    import psutil
+
+    doomed = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_runs(workdir, experiment, until, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -4,7 +4,6 @@ the checkpoint budget, and security defaults. Nothing finished may be lost or du
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 import pytest
 import torch
 import yaml
+from helpers import kill_driver
 
 from squeeze import cli
 
@@ -114,18 +114,7 @@ def test_killed_driver_resumes_only_unfinished_trials(workdir):
             if finished_before and any(r.info.status == "RUNNING" for r in runs):
                 break
     assert finished_before, (workdir / "first.log").read_text()[-3000:]
-    import psutil
-
-    # the driver and the local Ray it started (GCS, raylet, workers); `ray stop` would also kill
-    # every other Ray on this machine
-    doomed = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
+    kill_driver(proc)  # the driver and the local Ray it started
     done = subprocess.run([sys.executable, "-m", "squeeze.cli", "sweep", f, "--resume"], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import start_cli, study_runs, wait_runs
+from helpers import kill_driver, start_cli, study_runs, wait_runs
 
 from squeeze import cli
 
@@ -97,7 +97,6 @@ def test_a_stage_run_twice_at_once_is_refused(workdir, capsys):
 
 def test_a_driver_killed_without_a_word_is_resumed_by_a_plain_study(workdir):
     """SIGKILL leaves the parent and a trial RUNNING (zombies); the next `squeeze study` closes them and resumes."""
-    import psutil
     import ray
 
     ray.shutdown()
@@ -106,14 +105,7 @@ def test_a_driver_killed_without_a_word_is_resumed_by_a_plain_study(workdir):
                             stdout=open(workdir / "first.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_runs(workdir, "zombie", lambda p, c: any(r.info.status == "FINISHED" for r in c)
           and any(r.info.status == "RUNNING" for r in c))
-    doomed = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
+    kill_driver(proc)
     done = subprocess.run([sys.executable, "-m", "squeeze.cli", "study", f], cwd=workdir, capture_output=True, text=True,
                           timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,14 +15,9 @@ import time
 
 import pytest
 import yaml
+from helpers import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _autoscaling_config(path: str, gcs_address: str) -> None:
@@ -60,7 +54,7 @@ def autoscaling_head(tmp_path):
     import ray
 
     ray.shutdown()
-    port, dash, agent = _free_port(), _free_port(), _free_port()
+    port, dash, agent = free_port(), free_port(), free_port()
     config = str(tmp_path / "autoscaling.json")
     from ray._private.services import get_node_ip_address
 
