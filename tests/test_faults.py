@@ -131,12 +131,12 @@ def test_metrics_survive_a_tracking_server_outage(tmp_path, monkeypatch):
     """Stop the real MLflow server mid-trial: metrics are buffered, then all arrive when it is back."""
     import requests
 
-    from conftest import _free_port
+    from helpers import free_port
     from squeeze import tracking
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
