@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench gpu-check clean
+.PHONY: install demo test bench gpu-check clean ssh-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,20 @@ demo: install
 	$(VENV)/bin/squeeze report --experiment quickstart --out reports/quickstart
 	@echo "Open the MLflow UI:  $(VENV)/bin/squeeze ui   (serves http://127.0.0.1:5000)"
 
-test: install
+test: install ssh-tools
 	$(PY) -m pytest -q --durations=15
+
+# tests/test_ssh_cluster.py brings a cluster up over SSH on loopback addresses: it needs sshd and rsync, installed
+# here when running as root on Debian/Ubuntu; elsewhere (or if apt cannot reach its mirror) that test skips, saying why
+ssh-tools:
+	@if [ -x /usr/sbin/sshd ] && command -v rsync >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing openssh-server and rsync for the SSH launcher test"; \
+	  apt-get install -y -q --no-install-recommends openssh-server rsync >/tmp/squeeze-apt.log 2>&1 || \
+	  { apt-get update -q >>/tmp/squeeze-apt.log 2>&1 && \
+	    apt-get install -y -q --no-install-recommends openssh-server rsync >>/tmp/squeeze-apt.log 2>&1; } || \
+	  echo "could not install openssh-server rsync (see /tmp/squeeze-apt.log): tests/test_ssh_cluster.py will skip"; \
+	else echo "no sshd or rsync: tests/test_ssh_cluster.py will skip (apt-get install openssh-server rsync)"; fi
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -58,11 +58,17 @@ def section(paper_table: pd.DataFrame | None) -> str:
     for task in ("sentiment", "ner", "dialogue"):
         f = ROOT / "benchmarks" / "results" / "repro" / task / "runs.parquet"
         if not f.is_file():
-            parts.append(f"**{task}**: not run yet (`squeeze study sweeps/repro/{task}.yaml`).")
+            v1 = f"benchmarks/results/repro/v1/{task}/report.md"
+            parts += [f"**{task}**: v2 not run yet (`squeeze study sweeps/repro/{task}.yaml`)"
+                      + (f"; the first reproduction's report, before the technique fixes: `{v1}`." if (ROOT / v1).is_file()
+                         else "."), ""]
             continue
         df = pd.read_parquet(f)
-        parts += [f"**{task}** (baseline row: absolute test values; other rows: change vs baseline; "
-                  f"{len(df)} trials, report: `benchmarks/results/repro/{task}/report.md`)", "", task_table(df, task), ""]
+        failed = int((df["status"] != "FINISHED").sum()) if "status" in df else 0
+        df = df[df["status"] == "FINISHED"] if "status" in df else df
+        parts += [f"**{task}**, v2 (baseline row: absolute test values; other rows: change vs baseline; "
+                  f"{len(df)} finished trials{f', {failed} failed' if failed else ''}, "
+                  f"report: `benchmarks/results/repro/{task}/report.md`)", "", task_table(df, task), ""]
         if paper_table is not None:
             sbs = paper.side_by_side(df, paper_table)
             if len(sbs) and (sbs["task"] == task).any():  # the paper may lack a task

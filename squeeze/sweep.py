@@ -47,7 +47,15 @@ def init_ray() -> None:
     if address:
         ray.init(address=address, log_to_driver=verbose)
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=verbose, configure_logging=False)
+        # Ray announces that a token it found in ~/.ray enables token auth for the private Ray (it stays enabled;
+        # the notice is for --verbose)
+        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        before = notice.level
+        notice.setLevel(logging.DEBUG if verbose else logging.ERROR)
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=verbose, configure_logging=False)
+        finally:
+            notice.setLevel(before)
 
 
 def has_autoscaler() -> bool:
@@ -98,6 +106,21 @@ def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
     return trainable
 
 
+def count_trials(space, num_samples: int = 1) -> int:
+    """Trials a Tune param space makes: ``num_samples`` times the product of its grid sizes (Tune creates them lazily,
+    so its own trial list holds only those started so far)."""
+    def grids(node) -> int:
+        if isinstance(node, dict):
+            if set(node) == {"grid_search"}:
+                return len(node["grid_search"])
+            n = 1
+            for v in node.values():
+                n *= grids(v)
+            return n
+        return 1
+    return num_samples * grids(space)
+
+
 def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, *, resume: bool = False, sources=None):
     """The Tuner of one stage; ``path`` is its Tune experiment folder (``stage.storage_dir``)."""
     from ray import tune
@@ -118,7 +141,8 @@ def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep or None),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id),
-                   console.trial_lines(sweep.name, task.primary_metric, sweep.train.epochs)])
+                   console.trial_lines(sweep.name, task.primary_metric, sweep.train.epochs,
+                                       total=count_trials(space, sweep.num_samples), max_steps=sweep.train.max_steps)])
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 

@@ -13,12 +13,14 @@ import fcntl
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from squeeze import console
 from squeeze.checksum import sha256_file
 from squeeze.tasks.base import collate, to_device
 
@@ -77,8 +79,13 @@ class TeacherCache:
         log.info("teacher cache: writing about %.1f MB to %s", est / 2**20, path)
         ctx.info["pkd/cache_estimated_mb"] = est / 2**20
         tmp = path.with_suffix(".tmp")
+        start = time.time()
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
             for i in range(0, len(feats), 32):
+                if i:
+                    rate = i / max(time.time() - start, 1e-9)
+                    console.progress(f"teacher cache {i:,}/{len(feats):,} rows, {rate:.1f} rows/s, "
+                                     f"ETA {(len(feats) - i) / rate:.0f} s")
                 batch = to_device(collate(feats[i:i + 32], ctx.prepared.pad_id), ctx.device)
                 rows = pkd.teacher_rows(batch)
                 writer.write_batch(pa.record_batch([

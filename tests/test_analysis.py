@@ -179,3 +179,7 @@ def test_the_repro_readme_puts_the_paper_beside_ours_and_says_so_when_the_paper_
     assert "| accuracy | dq | 0.934 | -0.4% |" in with_paper
     without = repro_readme.section(None)
     assert "The paper's columns are left out" in without and "side by side" not in without
+    for task in ("sentiment", "ner", "dialogue"):  # a task v2 has not run says so and points at v1's report
+        v2 = (repro_readme.ROOT / "benchmarks" / "results" / "repro" / task / "runs.parquet").is_file()
+        assert (f"**{task}**, v2 (" in without) == v2 and (f"**{task}**: v2 not run yet" in without) == (not v2)
+        assert v2 or f"benchmarks/results/repro/v1/{task}/report.md" in without

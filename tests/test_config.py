@@ -111,6 +111,16 @@ def test_param_space_uses_ray_samplers():
     assert search_space.resolve_trial(sweep, {"train": {"lr": 2e-4, "seed": 1}}).train.lr == 2e-4
 
 
+def test_a_stage_counts_its_trials_from_its_grids_and_samples():
+    from ray import tune
+
+    from squeeze.sweep import count_trials
+
+    space = {"train": {"lr": tune.grid_search([1, 2]), "seed": tune.grid_search([0, 1, 2]), "epochs": 3},
+             "params": {"pkd": {"beta": tune.loguniform(1, 10)}}, "source_run": tune.grid_search(["a", "b"])}
+    assert count_trials(space) == 12 and count_trials(space, num_samples=2) == 24 and count_trials({}) == 1
+
+
 def test_every_sweep_file_validates():
     import glob
     import os

@@ -190,10 +190,13 @@ def test_a_tiny_study_prints_a_line_per_trial_and_honours_mlflow_tracking_uri(tm
     assert run.returncode == 0, run.stderr[-2000:]
     lines = (run.stdout + run.stderr).splitlines()
     assert len(lines) <= 80 and sum("finished" in line for line in lines) == 4
+    started = [line for line in lines if "started:" in line]  # the stage's size, not the trials Tune made so far
+    assert len(started) == 4 and all(line.endswith("(4 trials)") for line in started), started
+    assert sorted(line.split("finished (")[1][:3] for line in lines if "finished (" in line) == ["1/4", "2/4", "3/4", "4/4"]
     assert sum("[base] tokeniz" in line for line in lines) == 2  # before and after, with a count and a speed
     progress = [line for line in lines if "epoch 1/1: step" in line]  # each trial's epoch: speed, dev metric, ETA
     assert len(progress) == 4 and all("steps/s, val/accuracy" in line and "ETA 0 s" in line for line in progress)
-    assert not any("╭" in line or "TensorBoard" in line for line in lines)
+    assert not any("╭" in line or "TensorBoard" in line or "Token authentication" in line for line in lines)
     assert (tmp_path / "store.db").exists() and not (work / "mlflow.db").exists()
     ls = subprocess.run([sys.executable, "-m", "squeeze.cli", "ls", "--experiment", "lines"], cwd=elsewhere, env=env,
                         capture_output=True, text=True, timeout=200)
@@ -234,3 +237,34 @@ def test_a_trials_epoch_lines_come_at_most_once_per_progress_interval(monkeypatc
         lines.on_trial_result(0, [trial], trial, {"epoch": epoch, "step": 10 * (epoch + 1), "val/accuracy": 0.5})
     said = [line for line in capsys.readouterr().err.splitlines() if "epoch" in line]
     assert said == ["[s] trial t1 epoch 2/3: step 20, 0.80 steps/s, val/accuracy 0.5, ETA 12 s"]
+    # a step cap ends the trial before its last epoch: the ETA counts to the cap (5 steps at 1.25 s), not to epoch 3
+    capped = SimpleNamespace(trial_id="t2", config={"train": {"max_steps": 25}}, last_result={})
+    clock[0] = 2000.0
+    lines.on_trial_start(0, [capped], capped)
+    clock[0] = 2025.0
+    lines.on_trial_result(0, [capped], capped, {"epoch": 1, "step": 20, "val/accuracy": 0.5})
+    assert capsys.readouterr().err.splitlines()[-1].endswith("epoch 2/3: step 20, 0.80 steps/s, val/accuracy 0.5, ETA 6 s")
+
+
+def test_a_trials_progress_posts_reach_the_console_through_the_cluster_store(ray_session, monkeypatch, capsys):
+    """What a trial posts with console.progress (the teacher cache's build) is printed by the driver's trial lines:
+    once per new post, at most every PROGRESS_EVERY_S, and the trial's key is gone when it ends."""
+    from types import SimpleNamespace
+
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    from squeeze import console
+
+    monkeypatch.setattr(console, "PROGRESS_EVERY_S", 0.0)
+    lines = console.trial_lines("pkd", "accuracy", epochs=2, total=1)
+    trial = SimpleNamespace(trial_id="p1", config={}, last_result={}, status="RUNNING")
+    lines.on_trial_start(0, [trial], trial)
+    console.progress("outside a trial: nothing", every_s=0.0)  # the driver is in no Tune trial
+    console.post_progress("p1", "teacher cache 32/100 rows, 9.0 rows/s, ETA 8 s")
+    lines.on_step_begin(0, [trial])
+    lines.polled = 0.0
+    lines.on_step_begin(0, [trial])  # nothing new posted: nothing printed again
+    said = [line for line in capsys.readouterr().err.splitlines() if "trial p1:" in line]
+    assert said == ["[pkd] trial p1: teacher cache 32/100 rows, 9.0 rows/s, ETA 8 s"]
+    lines.on_trial_complete(0, [trial], trial)
+    assert _internal_kv_get(b"squeeze:progress:p1") is None

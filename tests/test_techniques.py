@@ -119,12 +119,17 @@ def teacher_forwards(monkeypatch):
     return calls
 
 
-def test_teacher_cache_written_once_and_matches_online(teacher_setup, teacher_forwards):
+def test_teacher_cache_written_once_and_matches_online(teacher_setup, teacher_forwards, monkeypatch):
+    from squeeze import console
     from squeeze.tasks.base import collate
 
+    posted = []
+    monkeypatch.setattr(console, "progress", lambda text, every_s=2.0: posted.append(text))
     sweep, prepared, tmp_path = teacher_setup
     first, ctx1 = _pkd(sweep, prepared, tmp_path)
     first.prepare(first.initial_model())
+    n = len(prepared.features["train"])
+    assert posted and posted[0].startswith(f"teacher cache 32/{n} rows, ")  # the build's progress, batch by batch
     built = teacher_forwards[0]
     assert built == math.ceil(len(prepared.features["train"]) / 32)
     assert ctx1.info["pkd/cache_built"] == 1 and ctx1.info["pkd/cache_estimated_mb"] > 0
@@ -214,6 +219,20 @@ def test_imp_too_few_steps_forces_final_prune_only_when_allowed(tmp_path):
     assert imp.sparsity(imp.prunable(model)) == pytest.approx(0.7, abs=1e-4)
     with pytest.raises(RuntimeError, match="stopped at sparsity .* before X=0.7"):
         _pruned(tmp_path, sparsity=0.7, every=10, steps=25)
+
+
+def test_a_schedule_with_no_steps_to_spare_reaches_x_exactly_at_its_last_event(tmp_path):
+    # 7 events of 10 points, the 7th at the last step (X=0.7, Y=2, 14 steps): each event prunes to its cumulative
+    # level round(k/10 x T), so no rounding remainder is left for an 8th event that has no step to run in
+    model, hook, ctx, _ = _pruned(tmp_path, sparsity=0.7, every=2, steps=14, step_of="original")
+    total = sum(x.numel() for x in imp.prunable(model).values())
+    zeros = [round(e["prune/sparsity"] * total) for e in hook.events]
+    assert zeros == [round(k / 10 * total) for k in range(1, 7)] + [round(0.7 * total)]
+    assert ctx.info["prune/forced"] == 0 and [e["step"] for e in hook.events] == [2, 4, 6, 8, 10, 12, 14]
+    # hand-checked: T = 25 weights, shares rounded per event (2.5 -> 2 each) reach 14 of 18 after 7 events;
+    # cumulative levels give 2, 5, 8, 10, 12, 15, 18
+    hook.total, hook.target = 25, round(0.7 * 25)
+    assert [hook.level(k) for k in range(1, 8)] == [2, 5, 8, 10, 12, 15, 18]
 
 
 def test_step_of_original_prunes_ten_points_of_all_weights_per_event(tmp_path):

@@ -192,9 +192,19 @@ class ImpPrune(_Masked):
         if self.ctx is not None:
             self.ctx.log_metrics({f"prune/head_warmup_{k}": v for k, v in self._evaluate().items()}, step)
 
+    def level(self, k: int) -> int:
+        """Weights pruned once the k-th scheduled event is done: the cumulative level (k x fraction of the original
+        weights, or 1 - (1 - fraction)^k), rounded once, never above X. Rounding each event's own share instead
+        fell short of X after the last event (7 x round(0.1 T) < round(0.7 T)) and failed a schedule with no
+        steps to spare."""
+        f = self.p.step_fraction
+        level = k * f if self.p.step_of == "original" else 1 - (1 - f) ** k
+        k_max = schedule_events(self.p.sparsity, f, self.p.step_of)
+        return self.target if k >= k_max else min(round(level * self.total), self.target)
+
     def prune_once(self, step: int, forced: bool = False) -> None:
-        base = self.total - self.n_pruned if self.p.step_of == "remaining" else self.total
-        n = self.target - self.n_pruned if forced else min(round(self.p.step_fraction * base), self.target - self.n_pruned)
+        k = sum(1 for e in self.events if not e["forced"]) + 1
+        n = (self.target if forced else self.level(k)) - self.n_pruned
         global_magnitude_masks(self.weights, self.masks, n)
         self._apply()
         self.n_pruned = self.total - sum(int(m.sum()) for m in self.masks.values())
