@@ -121,7 +121,8 @@ def trial_lines(stage: str, primary: str, epochs: int = 0, total: int = 0, max_s
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[trial.trial_id] = time.time()
-            say(f"[{stage}] trial {trial.trial_id} started: {describe(trial.config)} ({total or len(trials)} trials)")
+            n = total or len(trials)
+            say(f"[{stage}] trial {trial.trial_id} started: {describe(trial.config)} ({n} trial{'s' if n != 1 else ''})")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             n_epochs = (trial.config.get("train") or {}).get("epochs", epochs)
