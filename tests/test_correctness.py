@@ -209,6 +209,56 @@ def test_generation_prompt_does_not_depend_on_the_gold_reply_length():
     assert len(a["input_ids"]) <= 48 and len(b["input_ids"]) <= 48
 
 
+def test_the_prompt_keeps_the_utterance_it_answers_before_the_persona(tmp_path):
+    """ConvAI2 personas run to ~38 SmolLM2 tokens, so a 48-token prompt that fills the persona first kept no
+    history in 63% of turns: the model ranked and generated replies to an utterance it never saw."""
+    from transformers import AutoTokenizer
+
+    from squeeze.registry import get_task
+    from squeeze.vocab import build
+
+    task = get_task("dialogue")
+    ex = {"persona": ["i like cats ."] * 6, "history": ["hello there .", "hi , how are you ?", "fine , do you have pets ?"],
+          "reply": "yes , two cats .", "candidates": []}
+    build("gpt2", [" ".join(ex["persona"] + ex["history"] + [ex["reply"]])] * 20, tmp_path, 300)
+    tok = task.prepare_tokenizer(AutoTokenizer.from_pretrained(tmp_path))
+    s1, s2 = tok.convert_tokens_to_ids(["<speaker1>", "<speaker2>"])
+    last = [s1] + task._ids(tok, ex["history"][-1])
+
+    ids, types = task._context(tok, ex, 20)  # room for the last utterance and part of the persona, no older turn
+    assert len(ids) == 20 and ids[0] == tok.bos_token_id and ids[-1] == s2
+    assert ids[-1 - len(last):-1] == last and types[-1 - len(last):-1] == [s1] * len(last)
+    assert "cats" in tok.decode(ids[1:-1 - len(last)]) and "hello" not in tok.decode(ids)
+
+    ids, types = task._context(tok, ex, 400)  # everything, in TransferTransfo's order and speakers
+    text = tok.decode(ids[1:], skip_special_tokens=False)
+    assert text.index("cats") < text.index("hello") < text.index("how are") < text.index("pets")
+    assert [t for t in types if t in (s1, s2)] and types.count(s1) > 0 and ids.count(s1) == 2 and ids.count(s2) == 2
+
+    ids, _ = task._context(tok, ex, 5)  # shorter than the last utterance: its most recent tokens
+    assert len(ids) == 5 and ids[-2] == last[-1] and ids[1] == s1
+
+
+@pytest.mark.parametrize("preset", ["tiny-gpt2", "tiny-llama"])
+def test_candidates_ranked_on_a_shared_prompt_cache_score_as_whole_sequences_do(tmp_path, preset):
+    """Hits@k runs the prompt once and repeats its key/value cache for the 20 candidates; each candidate's mean
+    log-likelihood must equal the one from its own whole sequence (GPT-2 with token types, Llama without)."""
+    from squeeze.registry import get_task
+
+    sweep = tiny_sweep("dialogue", preset, size=40)
+    p = prepared_for(sweep, tmp_path)
+    model = tiny_model(sweep, p).eval()
+    task = get_task("dialogue")
+    feats = [f for f in p.features["test"] if f["gold"] >= 0][:3]
+    assert feats and all(len(f["candidates"]) > 1 for f in feats)
+    with torch.no_grad():
+        for f in feats:
+            cached = task._candidate_scores(model, p.tokenizer, f, "cpu", 112)
+            whole = task._joined_scores(model, p.tokenizer, f, "cpu", 112)
+            assert len(set(round(x, 3) for x in whole)) > 1  # the candidates differ, so the check has teeth
+            assert cached == pytest.approx(whole, abs=1e-4)
+
+
 def test_word_perplexity_has_the_same_denominator_under_two_tokenizers(tmp_path):
     """The same replies tokenized by two BPEs of different sizes give different token counts but the same word
     count, so word_ppl compares models across tokenizers where ppl cannot."""
