@@ -50,18 +50,18 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         p = prepare(sweep, tmp)
+
+        def score(model):
+            with torch.no_grad():
+                s, _ = task.evaluate(model, p.features["test"], p.examples["test"], tokenizer=p.tokenizer,
+                                     labels=p.labels, batch_size=64, device="cpu")
+            return s[task.primary_metric]
+
         for r in runs:
             folder = mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path="model", dst_path=tmp,
                                                          tracking_uri=args.tracking_uri)
             row = {"run_id": r.info.run_id, "lr": r.data.params.get("train.lr"), "seed": r.data.params.get("train.seed"),
                    "logged_fp32": r.data.metrics["test/" + task.primary_metric]}
-
-            def score(model):
-                with torch.no_grad():
-                    s, _ = task.evaluate(model, p.features["test"], p.examples["test"], tokenizer=p.tokenizer,
-                                         labels=p.labels, batch_size=64, device="cpu")
-                return s[task.primary_metric]
-
             row["fp32"] = score(serialize.load(folder))
             for engine in engines:
                 torch.backends.quantized.engine = engine

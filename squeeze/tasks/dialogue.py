@@ -88,8 +88,8 @@ class DialogueTask(Task):
         if turns and room > 0:
             last, spk = turns[0]
             last = last if len(last) <= room else [spk] + last[len(last) - room + 1:]
-            kept.append((last[:room], spk))
-            room -= len(kept[0][0])
+            kept.append((last, spk))
+            room -= len(last)
         persona = [t for p in ex["persona"] for t in self._ids(tokenizer, p)][: max(room, 0)]
         room -= len(persona)
         for t, spk in turns[1:]:
@@ -104,9 +104,14 @@ class DialogueTask(Task):
             types += [spk] * len(t)
         return ids + [s2], types + [s2]
 
+    @staticmethod
+    def _reply(tokenizer, reply, max_length):
+        """The scored reply: its ids and ``<eos>``, at most half of ``max_length``."""
+        return (reply + [tokenizer.eos_token_id])[: max_length // 2]
+
     def _join(self, tokenizer, ctx, reply, max_length):
         s2 = tokenizer.convert_tokens_to_ids("<speaker2>")
-        reply = (reply + [tokenizer.eos_token_id])[: max_length // 2]
+        reply = self._reply(tokenizer, reply, max_length)
         ids, types = ctx
         ids, types = ids[-(max_length - len(reply)):], types[-(max_length - len(reply)):]
         return {"input_ids": ids + reply, "token_type_ids": types + [s2] * len(reply),
@@ -151,7 +156,7 @@ class DialogueTask(Task):
         ConvAI2's lengths); the same scores as :meth:`_joined_scores`, which is used where the cache cannot be
         (a prompt that the longest candidate would truncate, a model that returns no cache)."""
         ctx_ids, ctx_types = f["context"]
-        cands = [(c + [tokenizer.eos_token_id])[: max_length // 2] for c in f["candidates"]]
+        cands = [self._reply(tokenizer, c, max_length) for c in f["candidates"]]
         if len(ctx_ids) + max(len(c) for c in cands) > max_length:
             return self._joined_scores(model, tokenizer, f, device, max_length)
         types = "token_type_ids" in f
@@ -162,15 +167,14 @@ class DialogueTask(Task):
         cache = getattr(out, "past_key_values", None)
         if cache is None or not hasattr(cache, "batch_repeat_interleave"):
             return self._joined_scores(model, tokenizer, f, device, max_length)
-        n, width = len(cands), max(len(c) for c in cands)
-        cand = torch.full((n, width), tokenizer.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros((n, width), dtype=torch.long, device=device)
-        for i, c in enumerate(cands):
-            cand[i, : len(c)], mask[i, : len(c)] = torch.tensor(c, device=device), 1
+        n = len(cands)
+        batch = to_device(collate([{"input_ids": c, "attention_mask": [1] * len(c), "token_type_ids": [s2] * len(c)}
+                                   for c in cands], tokenizer.pad_token_id,
+                                  ("input_ids", "attention_mask") + (("token_type_ids",) if types else ())), device)
+        cand, mask = batch["input_ids"], batch.pop("attention_mask")
         cache.batch_repeat_interleave(n)
-        extra = {"token_type_ids": torch.full_like(cand, s2)} if types else {}
         attention = torch.cat([torch.ones((n, len(ctx_ids)), dtype=torch.long, device=device), mask], 1)
-        logits = model(input_ids=cand, attention_mask=attention, past_key_values=cache, **extra).logits
+        logits = model(**batch, attention_mask=attention, past_key_values=cache).logits
         logits = torch.cat([out.logits[:, -1:].expand(n, 1, -1), logits[:, :-1]], 1)  # position t predicts token t
         nll = F.cross_entropy(logits.transpose(1, 2).float(), cand, reduction="none")
         return (-(nll * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
