@@ -98,6 +98,22 @@ def _node_venv(base: str) -> str:
     return venv
 
 
+def _open_to_others(path: str) -> list[tuple[str, int]]:
+    """Let other users traverse (not list) every folder above ``path``; returns the (folder, mode) pairs it changed.
+
+    The nodes' venv imports this checkout's site-packages as USER, and a checkout under a 0700 folder (``mktemp -d``,
+    /root) would hide it: ``ModuleNotFoundError: No module named 'ray'`` from ``ray up``."""
+    changed, folder = [], os.path.dirname(os.path.abspath(path))
+    while True:
+        mode = os.stat(folder).st_mode & 0o7777
+        if not mode & 0o001:
+            os.chmod(folder, mode | 0o001)
+            changed.append((folder, mode))
+        if folder == os.path.dirname(folder):
+            return changed
+        folder = os.path.dirname(folder)
+
+
 def _as_user(cmd: list[str], env: dict, timeout: float, check: bool = True, cwd: str | None = None):
     """Run ``cmd`` as USER; its output also goes to a log beside it (``<base>/<tool>-<verb>.log``) for a post-mortem."""
     pw = pwd.getpwnam(USER)
@@ -129,8 +145,9 @@ def loopback_nodes():
     shutil.rmtree(f"/tmp/ray_ssh_{hashlib.sha256(USER.encode()).hexdigest()[:10]}", ignore_errors=True)
     subprocess.run(["useradd", "-M", "-d", home, "-s", "/bin/bash", USER], check=True, capture_output=True)
     subprocess.run(["usermod", "-p", "*", USER], check=True)  # no password, not locked (sshd refuses a locked one)
-    sshd = None
+    sshd, opened = None, []
     try:
+        opened = _open_to_others(sysconfig.get_paths()["purelib"])
         venv, tree = _node_venv(base), os.path.join(base, "tree")
         # the user's working tree, which `ray up` hashes and rsyncs: this checkout without what cluster.yaml excludes
         # (the checkout's .venv points at an interpreter the user cannot read)
@@ -176,6 +193,8 @@ def loopback_nodes():
         if sshd:
             sshd.kill()
             sshd.wait(30)
+        for folder, mode in opened:
+            os.chmod(folder, mode)
         subprocess.run(["userdel", "-f", USER], capture_output=True)
         shutil.rmtree(f"/tmp/ray_ssh_{hashlib.sha256(USER.encode()).hexdigest()[:10]}", ignore_errors=True)
         if not os.environ.get("SQUEEZE_KEEP_SSH_TEST"):
