@@ -31,7 +31,7 @@ import time
 
 import pytest
 import yaml
-from helpers import free_port
+from helpers import free_ports
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,7 +211,11 @@ def _cluster_config(nodes: dict, token: str, ports: dict) -> dict:
     setup = [c for c in aws["setup_commands"] if "apt-get" not in c and "pip install" not in c]
     assert len(setup) == len(aws["setup_commands"]) - 3, aws["setup_commands"]  # only the installs are left out
     mlflow = (f"nohup mlflow server --host 127.0.0.1 --port {ports['mlflow']} --backend-store-uri sqlite:///{home}/mlflow.db"
-              f" --artifacts-destination {home}/mlartifacts > ~/mlflow.log 2>&1 &")
+              f" --artifacts-destination {home}/mlartifacts > ~/mlflow-127.0.0.1.log 2>&1 &")
+    # cluster.yaml's own wait for MLflow, verbatim but for the port: `ray up` returns once the server answers
+    wait = [c for c in aws["head_start_ray_commands"] if "/health" in c]
+    assert len(wait) == 1 and wait[0].count(":5000/") == 2, aws["head_start_ray_commands"]
+    wait = wait[0].replace(":5000/", f":{ports['mlflow']}/")
     head = (f"export RAY_AUTH_MODE=token MLFLOW_TRACKING_URI=http://127.0.0.1:{ports['mlflow']} && "
             f"ray start --head --port={ports['gcs']} --node-ip-address={node_ip} --num-cpus=0 "
             f"--dashboard-host=127.0.0.1 --dashboard-port={ports['dashboard']} "
@@ -227,7 +231,7 @@ def _cluster_config(nodes: dict, token: str, ports: dict) -> dict:
             "auth": {"ssh_user": USER, "ssh_private_key": nodes["key"]},
             "file_mounts": mounts, "rsync_exclude": aws["rsync_exclude"], "initialization_commands": [],
             "setup_commands": setup, "head_setup_commands": [], "worker_setup_commands": [],
-            "head_start_ray_commands": [mlflow, head], "worker_start_ray_commands": [worker]}
+            "head_start_ray_commands": [mlflow, wait, head], "worker_start_ray_commands": [worker]}
 
 
 def _ray(nodes: dict, args: list[str], env: dict, timeout: float, check: bool = True) -> subprocess.CompletedProcess:
@@ -244,7 +248,7 @@ def test_ray_up_over_ssh_runs_a_submitted_sweep_on_the_worker_then_ray_down(loop
         fh.write(secrets.token_hex(32))
     shutil.chown(token, USER, USER)
     os.chmod(token, 0o600)
-    ports = {k: free_port() for k in ("gcs", "dashboard", "agent_head", "agent_worker", "client", "mlflow")}
+    ports = dict(zip(("gcs", "dashboard", "agent_head", "agent_worker", "client", "mlflow"), free_ports(6)))
     config = os.path.join(base, "cluster.yaml")
     with open(config, "w") as fh:
         yaml.safe_dump(_cluster_config(loopback_nodes, token, ports), fh)
@@ -279,7 +283,10 @@ def test_ray_up_over_ssh_runs_a_submitted_sweep_on_the_worker_then_ray_down(loop
             "search_space": {"seed": {"grid_search": [0, 1]}}}]}))
         job = _ray(loopback_nodes, ["job", "submit", "--address", dashboard, "--working-dir", job_dir, "--",
                     "squeeze", "study", "tiny.yaml"], env, timeout=600, check=False)
-        assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-8000:]
+        if not (job.returncode == 0 and "succeeded" in job.stdout):
+            with open(os.path.join(loopback_nodes["home"], "mlflow-127.0.0.1.log"), errors="replace") as fh:
+                server_log = fh.read()[-3000:]
+            pytest.fail(f"{job.stdout[-6000:]}\n--- the head's MLflow server log ---\n{server_log}")
         client = MlflowClient(tracking_uri=f"http://127.0.0.1:{ports['mlflow']}")  # the URI the head gave the job
         exp = client.get_experiment_by_name("over-ssh")
         runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''")
