@@ -52,6 +52,7 @@ bench: install
 # benchmarks/results/<date>-<gpu>.json; exits 2 where there is no GPU
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py
+	$(PY) benchmarks/gpu_step.py
 
 clean:
 	rm -rf mlruns mlartifacts mlflow.db ray_results .squeeze_cache

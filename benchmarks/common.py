@@ -21,3 +21,18 @@ THREADS = 2
 def summary(values: list[float], **extra) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "reps": len(values),
             "values": values, **extra}
+
+
+def gpu_args(tool: str):
+    """``--out FILE`` parsed, or None (after saying so on stderr) where there is no CUDA device: nothing to measure."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(prog=tool)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print(f"{tool}: no CUDA device here (torch.cuda.is_available() is False); nothing to measure", file=sys.stderr)
+        return None
+    return args

@@ -13,7 +13,6 @@ Exits 2 without a CUDA device (nothing is written): there is nothing to check.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, summary
+from common import ROOT, gpu_args, summary
 
 
 def check_sweep() -> dict:
@@ -61,6 +60,48 @@ def check_sweep() -> dict:
                                          "CUDA-event latency"}}
 
 
+def check_study() -> dict:
+    """The quickstart study (every technique on all three tasks: IMP prune and fine-tune, PKD, DQ, DQ+IMP, QAT) with
+    each trial on a quarter of the GPU, through ``squeeze study`` as a user runs it."""
+    import yaml
+
+    from squeeze import cli
+    from squeeze.tracking import default_uri, mlflow_client
+
+    with open(ROOT / "sweeps" / "quickstart.yaml") as fh:
+        doc = yaml.safe_load(fh)
+    doc["experiment"], doc["max_concurrent_trials"] = "gpu-quickstart", 4
+    doc["defaults"]["resources"] = {"cpu": 2, "gpu": 0.25}
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            with open("study.yaml", "w") as fh:
+                yaml.safe_dump(doc, fh)
+            t0 = time.perf_counter()
+            rc = cli.main(["study", "study.yaml"])
+            seconds = time.perf_counter() - t0
+            client = mlflow_client(default_uri())
+            exp = client.get_experiment_by_name("gpu-quickstart")
+            runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''") if exp else []
+        finally:
+            os.chdir(here)
+    trials = [{"sweep": r.data.tags.get("squeeze.sweep"), "status": r.info.status,
+               "gpu_source": r.data.tags.get("energy/gpu_source"), "gpu_kwh": r.data.metrics.get("energy/gpu_kwh"),
+               "gpu_ms_per_example": r.data.metrics.get("latency/gpu_ms_per_example")} for r in runs]
+    sweeps = {}
+    for t in trials:
+        sweeps.setdefault(t["sweep"], []).append(t)
+    ok = (rc == 0 and len(trials) > 0 and all(t["status"] == "FINISHED" for t in trials) and all(t["gpu_source"] == "nvml_counter" for t in trials))
+    return {"quickstart_study_on_gpu": {
+        "ok": ok, "rc": rc, "seconds": round(seconds, 1), "trials": len(trials),
+        "finished": sum(t["status"] == "FINISHED" for t in trials),
+        "by_sweep": {k: {"trials": len(v), "finished": sum(t["status"] == "FINISHED" for t in v),
+                         "gpu_sources": sorted({str(t["gpu_source"]) for t in v}),
+                         "gpu_ms_per_example": [t["gpu_ms_per_example"] for t in v]} for k, v in sorted(sweeps.items())},
+        "note": "sweeps/quickstart.yaml with resources {cpu: 2, gpu: 0.25}, 4 trials at a time on one GPU"}}
+
+
 def check_energy(seconds: float = 30.0) -> dict:
     from squeeze import telemetry
 
@@ -95,36 +136,31 @@ def check_latency() -> dict:
 
 
 def check_precision(reps: int = 3) -> dict:
-    from run import _prepared, _recipe
+    """Training speed of squeeze's loop on MiniLM in bf16 and fp16 against fp32 on the short synthetic sentences, at
+    batch 16 (a small model's step is then bound by kernel launches, not arithmetic) and at batch 128."""
+    from run import _prepared, cuda_epoch_speed
 
+    out = {}
     with tempfile.TemporaryDirectory() as cache:
-        sweep, prepared, _ = _prepared(512, 128, Path(cache))
-        speed = {}
-        for precision in ("fp32", "bf16", "fp16"):
-            sps = []
-            for _ in range(reps):
-                loop = _recipe(sweep, prepared, cache, device="cuda", precision=precision).loop
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                _, _, n = loop.train_epoch(0)
-                torch.cuda.synchronize()
-                sps.append(n / (time.perf_counter() - t0))
-            speed[precision] = sps
-    fp32 = statistics.median(speed["fp32"])
-    return {"bf16_vs_fp32_train": summary([s / fp32 for s in speed["bf16"]], samples_per_s=speed),
-            "fp16_vs_fp32_train": summary([s / fp32 for s in speed["fp16"]], samples_per_s=speed)}
+        sweep, prepared, _ = _prepared(1024, 128, Path(cache))
+        for batch in (16, 128):
+            speed = {}
+            for precision in ("fp32", "bf16", "fp16"):
+                speed[precision] = cuda_epoch_speed(sweep, prepared, cache, reps, precision=precision, batch_size=batch)
+            fp32 = statistics.median(speed["fp32"])
+            out[f"batch{batch}"] = {"bf16_vs_fp32_train": summary([s / fp32 for s in speed["bf16"]]),
+                                    "fp16_vs_fp32_train": summary([s / fp32 for s in speed["fp16"]]),
+                                    "samples_per_s": speed}
+    return {"precision_train_speed": out}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out")
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing to check", file=sys.stderr)
+    args = gpu_args("gpu-check")
+    if args is None:
         return 2
     gpu = torch.cuda.get_device_name(0)
     results = {}
-    for name, fn in (("sweep", check_sweep), ("energy", check_energy), ("latency", check_latency),
+    for name, fn in (("sweep", check_sweep), ("study", check_study), ("energy", check_energy), ("latency", check_latency),
                      ("precision", check_precision)):
         t0 = time.perf_counter()
         try:
@@ -137,6 +173,8 @@ def main() -> int:
     date = datetime.date.today().isoformat()
     out = args.out or str(ROOT / "benchmarks" / "results" / f"{date}-{gpu.replace(' ', '-').lower()}.json")
     doc = {"date": date, "gpu": gpu, "cuda": torch.version.cuda, "machine": machine(), "results": results}
+    if os.environ.get("SQUEEZE_GPU_CHECK_NOTE"):  # how this run differs from a plain `make gpu-check`
+        doc["note"] = os.environ["SQUEEZE_GPU_CHECK_NOTE"]
     with open(out, "w") as fh:
         json.dump(doc, fh, indent=1)
     print(json.dumps(doc, indent=1)[:4000])

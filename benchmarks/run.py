@@ -76,6 +76,22 @@ def _recipe(sweep, prepared, cache, **train):
     return Recipe(sweep, prepared, cache_dir=cache)
 
 
+def cuda_epoch_speed(sweep, prepared, cache, reps: int, **train) -> list[float]:
+    """Samples/s of one epoch of a fresh CUDA loop, ``reps`` times after one that warms up (cuBLAS handles,
+    autocast caches) and is dropped."""
+    import torch
+
+    sps = []
+    for _ in range(reps + 1):
+        loop = _recipe(sweep, prepared, cache, device="cuda", **train).loop
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _, _, n = loop.train_epoch(0)
+        torch.cuda.synchronize()
+        sps.append(n / (time.perf_counter() - t0))
+    return sps[1:]
+
+
 def bench_train(sweep, prepared, cache: Path, reps: int) -> dict:
     """squeeze's loop vs HF Trainer (DataCollatorWithPadding, length-grouped sampler): samples/s."""
     import datasets

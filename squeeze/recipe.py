@@ -200,5 +200,9 @@ class Recipe:
         again, _ = self.evaluate(reloaded, "test", on=eval_on)
         primary = self.task.primary_metric
         diff = abs(again[primary] - test[primary])
-        return {"parity/ok": float(diff == 0.0), "parity/abs_diff": diff,
+        # on the CPU the reloaded model must score exactly the same; CUDA kernels may sum in another order for another
+        # allocation (cuBLAS picks its algorithm by pointer alignment), so a continuous metric (perplexity) may move in
+        # its 5th or 6th significant digit there: a save/load defect moves it far more
+        tol = 1e-5 * max(1.0, abs(test[primary])) if torch.device(eval_on).type == "cuda" else 0.0
+        return {"parity/ok": float(diff <= tol), "parity/abs_diff": diff, "parity/tolerance": tol,
                 "size/disk_mb": serialize.disk_bytes(model_dir) / 2**20}

@@ -66,26 +66,34 @@ def test_lost_worker_node_trial_resumes_on_another(workdir, cluster, mlflow_serv
     first = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
-    f = _file(workdir, "lost", seeds=(0,), epochs=4, max_failures=2, technique=["faulty:FailOnce"],
+    # 12 epochs of 0.3 s steps: the trial outlasts the seconds a loaded machine takes to start the second node
+    f = _file(workdir, "lost", seeds=(0,), epochs=12, max_failures=2, technique=["faulty:FailOnce"],
               params={"faulty:FailOnce": {"mode": "none", "sleep_s": 0.3}})
     result = {}
     driver = threading.Thread(target=lambda: result.update(code=cli.main(["sweep", f, "--tracking-uri", mlflow_server])))
     driver.start()
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        time.sleep(0.5)
-        client, runs = _children(mlflow_server, "lost")
-        if runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= 2:
-            break
-    before = runs[0].data.tags["ray.node_id"]
-    cluster.add_node(num_cpus=1)
+
+    def trial_reached(epochs):
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            time.sleep(0.5)
+            client, runs = _children(mlflow_server, "lost")
+            if runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= epochs:
+                return runs[0]
+        raise AssertionError(f"the trial did not reach epoch {epochs} in 180 s")
+
+    trial_reached(1)
+    cluster.add_node(num_cpus=1)  # started while the trial runs on the first node
+    run = trial_reached(2)
+    before = run.data.tags["ray.node_id"]
+    assert run.info.status == "RUNNING"  # still running when its node goes
     cluster.remove_node(first)
     driver.join(timeout=300)
     assert result.get("code") == 0
     client, runs = _children(mlflow_server, "lost")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # not duplicated, not left RUNNING
     assert runs[0].data.tags["ray.node_id"] != before            # it finished on the new node
-    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")) == [0, 1, 2, 3]
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")) == list(range(12))
 
 
 def test_trial_runs_on_a_worker_that_does_not_hold_the_data_files(workdir, cluster, mlflow_server, monkeypatch):

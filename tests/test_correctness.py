@@ -12,6 +12,7 @@ import torch
 from helpers import prepared_for, recipe, tiny_model, tiny_sweep
 from squeeze import families, models, quant, serialize
 from squeeze.techniques import imp
+from squeeze.tasks.base import to_device
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_head_warmup_fits_only_the_missing_lm_head_before_the_schedule(tmp_path)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fresh = set(model.squeeze_fresh)
     assert fresh and all(n.startswith("cls.predictions") for n in fresh)
-    it = iter(r.loop._batches(0))
+    it = ((i, to_device(b, r.loop.device)) for i, b in r.loop._batches(0))  # as train_epoch hands them on
     for step in range(1, 4):
         _, batch = next(it)
         r.loop._step(batch, [])
@@ -92,7 +93,7 @@ def test_pruned_weights_get_no_gradient_and_stay_out_of_clipping(tmp_path):
     hook = r.hooks[0]
     hook.prune_once(1)
     batch = max((b for _, b in r.loop._batches(0)), key=lambda b: int((b["labels"] != -100).sum()))
-    r.loop.model(**batch).loss.backward()
+    r.loop.model(**to_device(batch, r.loop.device)).loss.backward()
     for k, w in hook.weights.items():
         assert w.grad is not None and torch.all(w.grad[~hook.masks[k]] == 0), k
         assert torch.any(w.grad[hook.masks[k]] != 0), k

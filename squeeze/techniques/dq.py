@@ -37,7 +37,7 @@ def check_conv1d_conversion(model: torch.nn.Module) -> int:
     if not families.has_conv1d(model):
         return 0
     model.eval()
-    ids = torch.arange(0, 12).remainder(model.config.vocab_size).unsqueeze(0)
+    ids = torch.arange(0, 12).remainder(model.config.vocab_size).unsqueeze(0).to(next(model.parameters()).device)
     with torch.no_grad():
         before = model(input_ids=ids).logits
         n = quant.conv1d_to_linear(model)
@@ -48,9 +48,12 @@ def check_conv1d_conversion(model: torch.nn.Module) -> int:
 
 
 def quantize(model: torch.nn.Module, embeddings: bool) -> tuple[torch.nn.Module, dict]:
-    """Conv1D -> Linear, optional int8 embeddings, dynamic int8 Linear; returns the model and counts."""
-    converted = check_conv1d_conversion(model)
+    """Conv1D -> Linear, optional int8 embeddings, dynamic int8 Linear; returns the model and counts.
+
+    int8 dynamic quantization runs on the CPU: a model trained on a GPU comes to the CPU first (the conversion
+    check included)."""
     model = model.to("cpu").eval()
+    converted = check_conv1d_conversion(model)
     if embeddings:
         quant.quantize_embeddings(model)
     model = quant.dynamic_int8(model)

@@ -77,6 +77,9 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], masks: dict[str, to
     """Zero ``n_prune`` more of the surviving weights, smallest |w| first, across all tensors."""
     if n_prune <= 0:
         return
+    for name, w in weights.items():  # a mask made before the model went to the GPU follows it there
+        if masks[name].device != w.device:
+            masks[name] = masks[name].to(w.device)
     alive = torch.cat([w.detach().abs().flatten()[m.flatten()] for w, m in zip(weights.values(), masks.values())])
     threshold = torch.kthvalue(alive.float().cpu(), n_prune).values.item()
     below = [(w.detach().abs() <= threshold) & m for w, m in zip(weights.values(), masks.values())]
