@@ -26,28 +26,40 @@ import torch
 from common import ROOT, gpu_args, summary
 
 
+def _trial_runs(experiment: str, run):
+    """``run()`` in a fresh working folder (its own local MLflow store), then that experiment's trial runs."""
+    from squeeze.tracking import default_uri, mlflow_client
+
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            result = run()
+            client = mlflow_client(default_uri())
+            exp = client.get_experiment_by_name(experiment)
+            runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''") if exp else []
+        finally:
+            os.chdir(here)
+    return result, runs
+
+
 def check_sweep() -> dict:
     import ray
 
     from squeeze import config, sweep
-    from squeeze.tracking import default_uri, mlflow_client
 
     cfg = config.parse({"experiment": "gpu-check", "sweeps": [{
         "name": "shared", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 600},
         "train": {"epochs": 3, "batch_size": 32, "max_length": 64, "device": "cuda"}, "resources": {"cpu": 1, "gpu": 0.5},
         "energy": {"power_interval_s": 5.0}, "search_space": {"seed": {"grid_search": [0, 1]}}}]})
-    here = os.getcwd()
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
+    def run():  # Ray started inside the fresh folder: its workers take the driver's working folder
+        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
         try:
-            ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-            outcome = sweep.run(cfg)[0]
-            client = mlflow_client(default_uri())
-            exp = client.get_experiment_by_name("gpu-check")
-            runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''")
+            return sweep.run(cfg)[0]
         finally:
             ray.shutdown()
-            os.chdir(here)
+
+    outcome, runs = _trial_runs("gpu-check", run)
     keys = ("energy/gpu_kwh", "energy/train_gpu_kwh_counter", "energy/train_gpu_kwh_sampled", "energy/train_gpu_disagreement",
             "power/gpu_avg_w", "latency/gpu_ms_per_example", "test/accuracy")
     trials = [{"status": r.info.status, "gpus": r.data.tags.get("energy/gpus"), "gpu_source": r.data.tags.get("energy/gpu_source"),
@@ -66,33 +78,27 @@ def check_study() -> dict:
     import yaml
 
     from squeeze import cli
-    from squeeze.tracking import default_uri, mlflow_client
 
     with open(ROOT / "sweeps" / "quickstart.yaml") as fh:
         doc = yaml.safe_load(fh)
     doc["experiment"], doc["max_concurrent_trials"] = "gpu-quickstart", 4
     doc["defaults"]["resources"] = {"cpu": 2, "gpu": 0.25}
-    here = os.getcwd()
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        try:
-            with open("study.yaml", "w") as fh:
-                yaml.safe_dump(doc, fh)
-            t0 = time.perf_counter()
-            rc = cli.main(["study", "study.yaml"])
-            seconds = time.perf_counter() - t0
-            client = mlflow_client(default_uri())
-            exp = client.get_experiment_by_name("gpu-quickstart")
-            runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''") if exp else []
-        finally:
-            os.chdir(here)
+
+    def study():
+        with open("study.yaml", "w") as fh:
+            yaml.safe_dump(doc, fh)
+        t0 = time.perf_counter()
+        return cli.main(["study", "study.yaml"]), time.perf_counter() - t0
+
+    (rc, seconds), runs = _trial_runs("gpu-quickstart", study)
     trials = [{"sweep": r.data.tags.get("squeeze.sweep"), "status": r.info.status,
-               "gpu_source": r.data.tags.get("energy/gpu_source"), "gpu_kwh": r.data.metrics.get("energy/gpu_kwh"),
+               "gpu_source": r.data.tags.get("energy/gpu_source"),
                "gpu_ms_per_example": r.data.metrics.get("latency/gpu_ms_per_example")} for r in runs]
     sweeps = {}
     for t in trials:
         sweeps.setdefault(t["sweep"], []).append(t)
-    ok = (rc == 0 and len(trials) > 0 and all(t["status"] == "FINISHED" for t in trials) and all(t["gpu_source"] == "nvml_counter" for t in trials))
+    ok = (rc == 0 and len(trials) > 0 and all(t["status"] == "FINISHED" for t in trials)
+          and all(t["gpu_source"] == "nvml_counter" for t in trials))
     return {"quickstart_study_on_gpu": {
         "ok": ok, "rc": rc, "seconds": round(seconds, 1), "trials": len(trials),
         "finished": sum(t["status"] == "FINISHED" for t in trials),

@@ -77,9 +77,6 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], masks: dict[str, to
     """Zero ``n_prune`` more of the surviving weights, smallest |w| first, across all tensors."""
     if n_prune <= 0:
         return
-    for name, w in weights.items():  # a mask made before the model went to the GPU follows it there
-        if masks[name].device != w.device:
-            masks[name] = masks[name].to(w.device)
     alive = torch.cat([w.detach().abs().flatten()[m.flatten()] for w, m in zip(weights.values(), masks.values())])
     threshold = torch.kthvalue(alive.float().cpu(), n_prune).values.item()
     below = [(w.detach().abs() <= threshold) & m for w, m in zip(weights.values(), masks.values())]
@@ -208,6 +205,8 @@ class ImpPrune(_Masked):
     def prune_once(self, step: int, forced: bool = False) -> None:
         k = sum(1 for e in self.events if not e["forced"]) + 1
         n = (self.target if forced else self.level(k)) - self.n_pruned
+        for name, w in self.weights.items():  # masks made before the loop moved the model to the GPU follow it
+            self._mask(name, w.device)
         global_magnitude_masks(self.weights, self.masks, n)
         self._apply()
         self.n_pruned = self.total - sum(int(m.sum()) for m in self.masks.values())
