@@ -31,7 +31,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=1 sweeps.0.data.size=200")
     p.add_argument("--dry-run", action="store_true", help="validate, load and tokenize the data; run nothing")
     p.add_argument("--only", action="append", metavar="SWEEP", help="run only this sweep (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run (Tuner.restore)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run: only the trials without a "
+                                                         "finished MLflow run")
+    p.add_argument("--retry-failed", action="store_true", help="run again the trials whose own code raised an error "
+                                                               "(by default they are reported, not re-run)")
     p.add_argument("--sequential", action="store_true", help="run the stages one at a time in file order (default: "
                                                              "as a DAG, independent stages at once)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
@@ -79,7 +82,7 @@ def _run(args) -> int:
 
     outcomes = sweep.run(cfg, tracking_uri=resolve_uri(args.tracking_uri, cfg.tracking_uri), only=args.only, resume=args.resume,
                          skip_complete=args.command == "study" and not getattr(args, "force", False),
-                         dry_run=args.dry_run, sequential=args.sequential)
+                         dry_run=args.dry_run, sequential=args.sequential, retry_failed=args.retry_failed)
     if args.dry_run:
         print(f"{args.file}: valid; {len(outcomes)} sweep(s) prepared")
     tables = [o.table for o in outcomes if len(o.table)]
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     from squeeze.checkpoint import CheckpointError
     from squeeze.config import ConfigError
     from squeeze.data.errors import DataError
-    from squeeze.stage import Interrupted, StageBusy
+    from squeeze.stage import Interrupted, StageBusy, StorageTampered
     from squeeze.tracking import TrackingError
 
     parser = _parser()
@@ -181,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("sweep", "study"):
             return _run(args)
         return {"ls": _ls, "report": _report, "ui": _ui}[args.command](args)
-    except (ConfigError, DataError, CheckpointError, TrackingError, StageBusy) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, TrackingError, StageBusy, StorageTampered) as exc:
+        from squeeze.tracking import mask_secrets
+
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ValueError as exc:  # ls and report: an experiment that does not exist or has no runs
         if args.command not in ("ls", "report"):

@@ -31,6 +31,7 @@ from squeeze.data.options import DataCfg
 from squeeze.fields import Strict as _Strict
 from squeeze.fields import on_driver as _on_driver
 from squeeze.overrides import ConfigError, deep_merge, post_training, without_training
+from squeeze.points import MAX_TRIALS
 from squeeze.presets import PRESETS
 from squeeze.overrides import apply_overrides as _apply
 from squeeze.registry import get_task_class, get_technique_class
@@ -51,7 +52,7 @@ class TrainCfg(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="NumPy's seeds stop at 2**32 - 1")
     max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0: no cap)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (fp16 adds a GradScaler on CUDA)")
@@ -59,6 +60,13 @@ class TrainCfg(_Strict):
     num_threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per CPU given to the trial)")
     num_workers: int = Field(-1, ge=-1, description="DataLoader processes collating batches (-1: 2 on CUDA, "
                                                     "0 on CPU, where they would take cores from training)")
+
+    @model_validator(mode="after")
+    def _accumulation(self):
+        if self.grad_accum > self.batch_size:
+            raise ValueError(f"grad_accum {self.grad_accum} is larger than batch_size {self.batch_size}: each "
+                             "micro-batch would hold less than one example")
+        return self
 
 
 class ModelCfg(_Strict):
@@ -77,6 +85,7 @@ class ModelCfg(_Strict):
             if not any((path / f).is_file() for f in TOKENIZER_FILES):
                 raise ValueError(f"model directory {v!r} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): every word "
                                  "would be unknown; save the tokenizer with the model (tokenizer.save_pretrained)")
+            check_model_dir(path, v)
             return str(path.resolve())
         if not _hub_model_available(v):
             raise ValueError(
@@ -84,6 +93,48 @@ class ModelCfg(_Strict):
                 "and not found on the Hugging Face hub (or in its cache when HF_HUB_OFFLINE=1)"
             )
         return v
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path: Path, shown: str) -> None:
+    """A model folder that cannot load fails here, not in every trial: its config names an architecture
+    transformers knows, its weights are there and their safetensors headers read, its tokenizer loads."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"model directory {shown!r} has no config.json (save it with model.save_pretrained)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"model directory {shown!r}: config.json is not valid JSON ({exc})") from None
+    from transformers import CONFIG_MAPPING
+
+    mtype = config.get("model_type") if isinstance(config, dict) else None
+    if mtype not in CONFIG_MAPPING:
+        raise ValueError(f"model directory {shown!r}: config.json names model_type {mtype!r}, an architecture this "
+                         f"transformers does not know")
+    ggufs = list(path.glob("*.gguf"))
+    if not any((path / f).is_file() for f in WEIGHT_FILES) and not ggufs:
+        raise ValueError(f"model directory {shown!r} holds no weights ({', '.join(WEIGHT_FILES)} or a .gguf file)")
+    from safetensors import safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                fh.keys()
+        except Exception as exc:
+            raise ValueError(f"model directory {shown!r}: {f.name} is not a readable safetensors file ({exc})") from None
+    if ggufs:
+        return
+    try:
+        import transformers
+
+        transformers.AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:
+        raise ValueError(f"model directory {shown!r}: its tokenizer does not load ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
@@ -113,6 +164,26 @@ class EvalCfg(_Strict):
     bertscore_model: Optional[str] = Field(None, description="BERTScore's scorer: a local model dir or the minilm preset; "
                                                              "absent: no BERTScore")
     bertscore_layers: int = Field(6, ge=1)
+
+    @model_validator(mode="after")
+    def _scorer_depth(self, info: ValidationInfo):
+        if self.bertscore_model is None or not _on_driver(info):
+            return self
+        import json
+
+        from squeeze.presets import PACKAGED, resolve_source
+
+        if self.bertscore_model in PRESETS and self.bertscore_model not in PACKAGED:
+            return self
+        try:
+            folder = Path(resolve_source(self.bertscore_model) if self.bertscore_model in PRESETS else self.bertscore_model)
+            depth = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+        except Exception:
+            return self  # a packaged scorer that is not installed: reported where it is loaded
+        if isinstance(depth, int) and self.bertscore_layers > depth:
+            raise ValueError(f"bertscore_layers {self.bertscore_layers}: the scorer {self.bertscore_model!r} has "
+                             f"{depth} layers")
+        return self
 
     @field_validator("bertscore_model")
     @classmethod
@@ -159,7 +230,7 @@ class SourceCfg(_Strict):
 class SweepCfg(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     task: str
-    technique: list[str] = Field(default_factory=lambda: ["baseline"])
+    technique: list[str] = Field(default_factory=lambda: ["baseline"], min_length=1)
     model: ModelCfg
     data: DataCfg = Field(default_factory=DataCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
@@ -186,11 +257,20 @@ class SweepCfg(_Strict):
     @classmethod
     def _techniques(cls, v):
         v = [v] if isinstance(v, str) else v
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list runs nothing; name at least one technique (baseline for plain fine-tuning)")
         for t in v if isinstance(v, list) else []:
+            if not isinstance(t, str):
+                raise ValueError(f"each technique is a name, got {t!r}")
             try:
                 get_technique_class(t)
             except KeyError as exc:
                 raise ValueError(str(exc).strip('"')) from None
+        if isinstance(v, list):
+            names = [get_technique_class(t).name for t in v]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"technique {twice[0]!r} is listed twice (or under two names); each technique runs once")
         return v
 
     def technique_classes(self) -> list:
@@ -237,6 +317,12 @@ class SweepCfg(_Strict):
                                  f"{[t for t, c in zip(self.technique, classes) if c.needs_family]} need to know where "
                                  f"its transformer layers are; known families: {', '.join(known)} (add a Family to "
                                  "squeeze/families.py)")
+        if _on_driver(info):
+            _check_head(self, task)
+        size = self.num_samples * _grid_size(self.search_space)
+        if size > MAX_TRIALS:
+            raise ValueError(f"search_space: makes {size:,} trials (grid sizes times num_samples); at most "
+                             f"{MAX_TRIALS:,} are allowed")
         post = [t for t, c in zip(self.technique, classes) if c.post_training]
         if post:
             if "epochs" in self.train.model_fields_set and self.train.epochs != 0:
@@ -250,7 +336,8 @@ class SweepCfg(_Strict):
 
 
 class RunCfg(_Strict):
-    experiment: str = Field(..., min_length=1)
+    experiment: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                            description="letters, digits, _ . - (it names folders: no slash, no leading dot)")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working directory")
     artifact_location: Optional[str] = Field(None, description="default: ./mlartifacts for a local store")
     storage_path: str = Field(default_factory=lambda: os.environ.get("SQUEEZE_STORAGE_PATH", "ray_results"),
@@ -275,10 +362,41 @@ class RunCfg(_Strict):
                 raise ValueError(f"sweeps.{i}.source.sweep: {s.source.sweep!r} must come before {s.name!r} in the file")
             origin = self.sweeps[names.index(s.source.sweep)] if s.source and s.source.sweep in names else None
             for t, cls in zip(s.technique, s.technique_classes()):
+                if origin is not None and cls.post_training and cls.name in {c.name for c in origin.technique_classes()}:
+                    raise ValueError(f"sweeps.{i}.source.sweep: {origin.name!r} already ran {t!r}; {t} of its models "
+                                     f"would apply {t} twice: start from a stage that did not run it")
                 if origin is not None and cls.source_technique and not set(cls.source_technique) & set(origin.technique):
                     raise ValueError(f"sweeps.{i}.source.sweep: technique {t!r} needs a source sweep running "
                                      f"{' or '.join(cls.source_technique)}; {origin.name!r} runs {origin.technique}")
         return self
+
+
+def _grid_size(space: dict) -> int:
+    n = 1
+    for spec in space.values():
+        if isinstance(spec, dict) and isinstance(spec.get("grid_search"), list):
+            n *= max(1, len(spec["grid_search"]))
+    return n
+
+
+def _check_head(sweep, task) -> None:
+    """The task's model head must exist for the model's architecture (dialogue needs a decoder: an encoder has no
+    causal LM head); a task whose head depends on the tokenizer (the prune stage) picks its own."""
+    from squeeze import presets
+    from squeeze.tasks.base import Task
+
+    if type(task).head is not Task.head:
+        return
+    mtype = presets.model_type(sweep.model.name)
+    if mtype is None:
+        return
+    import transformers
+
+    mapping = getattr(getattr(transformers, task.auto_class), "_model_mapping", None)
+    names = getattr(mapping, "_model_mapping", None)
+    if isinstance(names, dict) and mtype not in names:
+        raise ValueError(f"model.name: task {sweep.task!r} needs a {task.auto_class} model, and {sweep.model.name!r} "
+                         f"is a {mtype!r} model, which has none (dialogue needs a decoder such as gpt2 or llama)")
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
@@ -323,6 +441,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges keys an explicit key may override
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -341,9 +461,14 @@ def load(path: str | os.PathLike, overrides: list[str] | None = None, notes: lis
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the sweep file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
-    if isinstance(raw, dict):
-        raw = apply_overrides(raw, overrides or [], notes)
-    return parse(raw, str(path))
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a sweep file") from None
+    try:
+        if isinstance(raw, dict):
+            raw = apply_overrides(raw, overrides or [], notes)
+        return parse(raw, str(path))
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a sweep file") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str], notes: list[str] | None = None) -> dict:

@@ -68,7 +68,9 @@ def progress(text: str, every_s: float = 2.0) -> None:
 
 
 def describe(config: dict) -> str:
-    """``lr=3e-05 seed=0 pkd.alpha=0.5``: the values this trial's search space gave it."""
+    """``lr=3e-05 seed=0 pkd.alpha=0.5``: the values this trial's search space gave it (a Tune config holds them
+    under ``point``: see ``squeeze.points``)."""
+    config = config.get("point", config)
     parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (config.get("train") or {}).items()]
     parts += [f"{t.split(':')[-1]}.{k}={v}" for t, ps in (config.get("params") or {}).items() for k, v in ps.items()]
     if config.get("source_run"):
@@ -125,7 +127,7 @@ def trial_lines(stage: str, primary: str, epochs: int = 0, total: int = 0, max_s
             say(f"[{stage}] trial {trial.trial_id} started: {describe(trial.config)} ({n} trial{'s' if n != 1 else ''})")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            n_epochs = (trial.config.get("train") or {}).get("epochs", epochs)
+            n_epochs = (trial.config.get("point", {}).get("train") or {}).get("epochs", epochs)
             epoch, step = result.get("epoch"), result.get("step")  # epoch: the 0-based index of the epoch just ended
             if not n_epochs or epoch is None or step is None or any(k.startswith("test/") for k in result):
                 return  # post-training trials train no epochs; the final report is the "finished" line
@@ -135,7 +137,7 @@ def trial_lines(stage: str, primary: str, epochs: int = 0, total: int = 0, max_s
             self.said[trial.trial_id] = now
             took, done = now - self.started.get(trial.trial_id, now), epoch + 1
             score = result.get(f"val/{primary}")
-            cap = (trial.config.get("train") or {}).get("max_steps", max_steps)
+            cap = (trial.config.get("point", {}).get("train") or {}).get("max_steps", max_steps)
             last = min(cap, step / done * n_epochs) if cap else step / done * n_epochs  # the trial's final step
             say(f"[{stage}] trial {trial.trial_id} epoch {done}/{n_epochs}: step {step}, {step / max(took, 1e-9):.2f} steps/s"
                 + (f", val/{primary} {score:.4g}" if isinstance(score, (int, float)) else "")

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo
+import typing
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
+
+
+def _numeric(annotation) -> bool:
+    if annotation in (int, float):
+        return True
+    return typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and any(
+        a in (int, float) for a in typing.get_args(annotation))
+
+
+def refuse_bool_numbers(model: type[BaseModel], data):
+    """YAML 1.1 reads ``on``, ``off``, ``yes``, ``no``, ``true`` as booleans, and pydantic would take them as 1 and 0
+    for a number field (``epochs: on`` became 1 epoch): a boolean given for a number is an error."""
+    if isinstance(data, dict):
+        for name, info in model.model_fields.items():
+            if isinstance(data.get(name), bool) and _numeric(info.annotation):
+                raise ValueError(f"{name}: expected a number, got {data[name]!r} (YAML reads on/off/yes/no/true/false "
+                                 "as booleans)")
+    return data
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors, assignments are validated, numbers are finite."""
+    """Unknown keys are errors, assignments are validated, numbers are finite, booleans are not numbers."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data):
+        return refuse_bool_numbers(cls, data)
 
 
 def on_driver(info: ValidationInfo) -> bool:

@@ -28,13 +28,36 @@ TECHNIQUES: dict[str, str] = {
 }
 
 
+# what a class named by import path must declare to be a technique (squeeze.techniques.base.Technique)
+TECHNIQUE_DECLARATIONS = ("name", "Params", "post_training", "needs_source", "source_technique", "pretraining_stage",
+                          "needs_family", "prepare", "finalize", "state_dict", "load_state_dict")
+
+
+def _plugin_ok(kind: str, obj: Any) -> bool:
+    if not isinstance(obj, type):
+        return False
+    if kind == "task":
+        from squeeze.tasks.base import Task
+
+        return issubclass(obj, Task)
+    from pydantic import BaseModel
+
+    params = getattr(obj, "Params", None)
+    return all(hasattr(obj, a) for a in TECHNIQUE_DECLARATIONS) and isinstance(params, type) and issubclass(params, BaseModel)
+
+
 def _load(table: dict[str, str], kind: str, name: str) -> Any:
     if ":" in name:
         module, attr = name.split(":", 1)
         try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise KeyError(f"{kind} {name!r} cannot be imported ({exc})") from None
+            obj = getattr(importlib.import_module(module), attr)
+        except Exception as exc:  # ImportError, AttributeError, or whatever the module raises on import
+            raise KeyError(f"{kind} {name!r} cannot be imported ({type(exc).__name__}: {exc})") from None
+        if not _plugin_ok(kind, obj):
+            base = "squeeze.tasks.base.Task subclass" if kind == "task" else \
+                "technique class (subclass squeeze.techniques.base.NoOp; see the Technique protocol there)"
+            raise KeyError(f"{kind} {name!r} is not a {base}")
+        return obj
     if name not in table:
         raise KeyError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))} (or an import path package.module:Class)")
     module, attr = table[name].split(":")

@@ -8,9 +8,13 @@ identity of every stage built on it changes too, and ``squeeze study`` runs them
 A parent run holds a **lock** while its driver runs it: the driver's host and pid and a heartbeat tag refreshed
 every 30 s. A second driver refuses to run the same stage while the lock is alive; a parent left RUNNING by a
 driver that died (no live pid, no heartbeat) is closed as KILLED with its RUNNING trials, and ``squeeze study``
-(or ``--resume``) **resumes** the unfinished parent of the same identity through ``Tuner.restore``: only the
-unfinished trials run, each in its own MLflow run. An interrupted stage (Ctrl-C, SIGTERM) is never complete:
-its parent and unfinished trials are marked KILLED with the reason and the command exits non-zero.
+(or ``--resume``) **resumes** the newest incomplete parent of the same identity: MLflow, not Tune's files, says
+what is done. The stage's points (``squeeze.points``) that have a FINISHED run are not run again; a point whose
+trial raised an error of its own (a NaN loss) is reported with its reason and run again only with
+``--retry-failed``; a point that was interrupted or whose process died runs again, from the checkpoint its run
+records (``squeeze.point_store``). Tune's pickled state (``tuner.pkl``, experiment state, searcher state) is
+never restored, so nothing planted in the storage folder runs. An interrupted stage (Ctrl-C, SIGTERM) is never
+complete: its parent and unfinished trials are marked KILLED with the reason and the command exits 130.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ HEARTBEAT_S, STALE_S = 30.0, 120.0
 
 class StageBusy(RuntimeError):
     """Another driver is running this stage now."""
+
+
+class StorageTampered(RuntimeError):
+    """A checkpoint in the stage's storage is not what squeeze wrote there."""
 
 
 class Interrupted(RuntimeError):
@@ -120,14 +128,38 @@ def close_dead(uri: str, experiment_id: str, sweep: str) -> list:
     return tracking.stage_parents(uri, experiment_id, sweep)
 
 
-def resumable(parents: list, ident: str, path: str) -> str | None:
-    """The newest unfinished parent of the same identity whose Tune experiment can be restored."""
-    from ray import tune
-
+def reusable(parents: list, ident: str) -> str | None:
+    """The newest parent of the same identity that is not complete (interrupted, dead, or with failed trials)."""
     for p in parents:
-        if p.data.tags.get(IDENTITY_TAG) == ident and p.info.status != "FINISHED" and tune.Tuner.can_restore(path):
+        if p.data.tags.get(IDENTITY_TAG) == ident and not complete([p], ident):
             return p.info.run_id
     return None
+
+
+@dataclass
+class Plan:
+    """Which points of a stage run now."""
+
+    todo: list
+    finished: list
+    failed: dict  # point key -> the error its trial raised (not run again without --retry-failed)
+
+
+def plan(points: list[dict], runs: dict, retry_failed: bool = False) -> Plan:
+    """Split ``points`` by the state of their trial runs (``tracking.trial_runs``)."""
+    from squeeze.tracking import FAILURE_TAG
+
+    todo, finished, failed = [], [], {}
+    for p in points:
+        run = runs.get(p["key"])
+        status = run.info.status if run is not None else None
+        if status == "FINISHED":
+            finished.append(p)
+        elif status == "FAILED" and run.data.tags.get(FAILURE_TAG) == "raised" and not retry_failed:
+            failed[p["key"]] = run.data.tags.get("squeeze.error", "failed").strip().splitlines()[-1][:300]
+        else:
+            todo.append(p)
+    return Plan(todo, finished, failed)
 
 
 def complete(parents: list, ident: str) -> bool:
@@ -149,23 +181,14 @@ def unfinished(results) -> list:
     return [r for r in results if not r.error and "parity/ok" not in (r.metrics or {})]
 
 
-def drop_checkpoints(path: str) -> int:
-    """Delete the trial checkpoints of a finished stage; returns the bytes freed (local storage), 0 for a URI,
-    where the checkpoints are deleted through pyarrow's filesystem of that URI."""
-    import shutil
+def tune_name() -> str:
+    """A fresh Tune experiment name for each driver's run of a stage (Tune's own files are never read back)."""
+    return f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
-    if "://" in path:
-        import pyarrow.fs
 
-        fs, root = pyarrow.fs.FileSystem.from_uri(path)
-        for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=False, allow_not_found=True)):
-            if info.type == pyarrow.fs.FileType.Directory:
-                for ck in fs.get_file_info(pyarrow.fs.FileSelector(info.path, allow_not_found=True)):
-                    if ck.base_name.startswith("checkpoint_"):
-                        fs.delete_dir(ck.path)
-        return 0
-    freed = 0
-    for ck in Path(path).glob("*/checkpoint_*"):
-        freed += sum(f.stat().st_size for f in ck.rglob("*") if f.is_file())
-        shutil.rmtree(ck, ignore_errors=True)
-    return freed
+def drop_checkpoints(path: str) -> None:
+    """After a stage: delete Tune's folders (never read back) and the checkpoints of points that finished; the
+    checkpoints of points that did not finish stay for the next ``study``."""
+    from squeeze.point_store import clear_tune_folder
+
+    clear_tune_folder(path)

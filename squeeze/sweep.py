@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,25 +39,54 @@ class SweepOutcome:
 
 def init_ray() -> None:
     """Join ``RAY_ADDRESS`` when set (``auto``: the cluster running on this machine), else start a private local Ray
-    without the dashboard: never a cluster that a ``ray start`` on this machine happens to run."""
+    without the dashboard, every server of it on 127.0.0.1: never a cluster that a ``ray start`` on this machine
+    happens to run. Ray's token file is made private (0600), and the driver's SIGTERM handler is put back after
+    Ray installed its own (which aborts the driver: parents would stay RUNNING)."""
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     verbose = console.level() >= 2  # the trials' own log lines only with --verbose
-    if address:
-        ray.init(address=address, log_to_driver=verbose)
-    else:
-        # Ray announces that a token it found in ~/.ray enables token auth for the private Ray (it stays enabled;
-        # the notice is for --verbose)
-        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-        before = notice.level
-        notice.setLevel(logging.DEBUG if verbose else logging.ERROR)
-        try:
-            ray.init(address="local", include_dashboard=False, log_to_driver=verbose, configure_logging=False)
-        finally:
-            notice.setLevel(before)
+    handler = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=verbose)
+        else:
+            _private_local_ray(verbose)
+    finally:
+        _private_token()
+        if callable(handler):
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _private_local_ray(verbose: bool) -> None:
+    import ray
+    from ray._private import ray_constants
+
+    # Ray binds a node to its routable address unless it runs "without clusters" (its macOS/Windows mode): then the
+    # node, its workers and agents listen on 127.0.0.1 only; the worker processes read the same switch
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    # Ray announces that a token it found in ~/.ray enables token auth for the private Ray (it stays enabled;
+    # the notice is for --verbose)
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    before = notice.level
+    notice.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    try:
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose, configure_logging=False)
+    finally:
+        notice.setLevel(before)
+
+
+def _private_token() -> None:
+    """Ray writes its cluster token readable by everyone (0644): only its owner may read it."""
+    for path in (Path.home() / ".ray" / "auth_token", os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        if path and Path(path).is_file():
+            try:
+                os.chmod(path, 0o600)
+            except OSError as exc:
+                log.warning("could not make Ray's token %s private: %s", path, exc)
 
 
 def has_autoscaler() -> bool:
@@ -107,43 +138,33 @@ def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
 
 
 def count_trials(space, num_samples: int = 1) -> int:
-    """Trials a Tune param space makes: ``num_samples`` times the product of its grid sizes (Tune creates them lazily,
-    so its own trial list holds only those started so far)."""
-    def grids(node) -> int:
-        if isinstance(node, dict):
-            if set(node) == {"grid_search"}:
-                return len(node["grid_search"])
-            n = 1
-            for v in node.values():
-                n *= grids(v)
-            return n
-        return 1
-    return num_samples * grids(space)
+    """Trials a Tune param space makes: ``num_samples`` times the product of its grid sizes."""
+    from squeeze.points import grid_size
+
+    return num_samples * grid_size(space)
 
 
-def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, *, resume: bool = False, sources=None):
-    """The Tuner of one stage; ``path`` is its Tune experiment folder (``stage.storage_dir``)."""
+def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, points: list[dict], total: int = 0):
+    """The Tuner of one stage's ``points`` (``squeeze.points``); ``path`` is the stage's storage folder
+    (``stage.storage_dir``), where each driver's Tune run gets a fresh folder of its own."""
     from ray import tune
 
+    from squeeze import stage
+
     task = get_task(sweep.task)
-    storage, name = os.path.dirname(path), os.path.basename(path)
     trainable = _trainable(sweep, prepared, ctx)
-    space = param_space(sweep)
-    if sources:
-        space["source_run"] = tune.grid_search(sources)
-    if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=space)
-    tune_config = tune.TuneConfig(metric=f"val/{task.primary_metric}", mode=task.mode, num_samples=sweep.num_samples,
+    tune_config = tune.TuneConfig(metric=f"val/{task.primary_metric}", mode=task.mode, num_samples=1,
                                   max_concurrent_trials=cfg.max_concurrent_trials or None,
                                   reuse_actors=True)  # warm workers: no re-import of torch/transformers per trial
     run_config = tune.RunConfig(
-        name=name, storage_path=storage, verbose=1 if console.level() >= 2 else 0,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep or None),
+        name=stage.tune_name(), storage_path=path, verbose=1 if console.level() >= 2 else 0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # squeeze keeps its own (point_store)
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id),
                    console.trial_lines(sweep.name, task.primary_metric, sweep.train.epochs,
-                                       total=count_trials(space, sweep.num_samples), max_steps=sweep.train.max_steps)])
-    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+                                       total=total or len(points), max_steps=sweep.train.max_steps)])
+    return tune.Tuner(trainable, param_space={"point": tune.grid_search(points)}, tune_config=tune_config,
+                      run_config=run_config)
 
 
 def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
@@ -151,7 +172,7 @@ def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
     task = get_task(sweep.task)
     rows = []
     for r in results:
-        m, config = r.metrics or {}, r.config or {}  # a trial a cluster cancelled has neither
+        m, config = r.metrics or {}, (r.config or {}).get("point") or {}  # a trial a cluster cancelled has neither
         row = {"sweep": sweep.name, "trial": m.get("trial_id", "?")}
         row.update({k: v for k, v in (config.get("train") or {}).items()})
         row.update({f"{t}.{k}": v for t, ps in (config.get("params") or {}).items() for k, v in ps.items()})
@@ -174,10 +195,51 @@ def resolve_sources(cfg: RunCfg, sweep: SweepCfg, uri: str, experiment_id: str) 
                                 metric=f"val/{task.primary_metric}", mode=task.mode)
 
 
+def stage_points(sweep: SweepCfg, ident: str, sources: list[str] | None) -> list[dict]:
+    """Every trial of the stage as an explicit point (``squeeze.points``), the same on every driver."""
+    from ray import tune
+
+    from squeeze.points import expand
+
+    space = param_space(sweep)
+    if sources:
+        space["source_run"] = tune.grid_search(sources)
+    try:
+        return expand(space, sweep.num_samples, ident)
+    except ValueError as exc:
+        raise ConfigError(f"sweep {sweep.name!r}: {exc}") from None
+
+
+def _check_checkpoints(path: str, todo: list[dict], runs: dict) -> None:
+    """Before any trial: every checkpoint a resumed point will load holds what squeeze recorded.
+
+    Raises:
+        stage.StorageTampered: naming the folder.
+    """
+    import json as _json
+
+    from squeeze.point_store import CHECKPOINT_TAG, CheckpointMismatch, PointStore
+    from squeeze.stage import StorageTampered
+
+    for p in todo:
+        run = runs.get(p["key"])
+        raw = run.data.tags.get(CHECKPOINT_TAG) if run is not None else None
+        if not raw:
+            continue
+        try:
+            PointStore(path, p["key"]).load(_json.loads(raw))
+        except FileNotFoundError:
+            continue  # gone: that trial starts over (it says so in its run)
+        except (CheckpointMismatch, ValueError) as exc:
+            raise StorageTampered(f"{exc}") from None
+
+
 def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, experiment_id: str, *,
-            resume: bool = False, skip_complete: bool = False, defer_finish: bool = False) -> SweepOutcome:
-    """Run one stage under its MLflow parent run: skipped when complete (``skip_complete``), resumed when an
-    unfinished run of the same identity can be restored (``resume``), refused while another driver holds it.
+            resume: bool = False, skip_complete: bool = False, defer_finish: bool = False,
+            retry_failed: bool = False) -> SweepOutcome:
+    """Run one stage under its MLflow parent run: skipped when complete (``skip_complete``), continued when an
+    incomplete parent of the same identity exists (``resume`` or ``skip_complete``: only the points without a
+    finished run, see ``stage.plan``), refused while another driver holds it.
 
     With ``defer_finish`` the stage's CPU latency pass and the closing of its parent run are left to the returned
     outcome's ``finish()`` (the DAG runs them once no trial of any stage runs, so latency is measured on an idle
@@ -201,10 +263,10 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         console.say(f"[{sweep.name}] already complete in MLflow: skipped (--force runs it again)")
         return SweepOutcome(sweep.name, None, pd.DataFrame(), 0, skipped=True)
     path = stage.storage_dir(cfg.storage_path, cfg.experiment, sweep.name, ident)
-    parent_id = stage.resumable(parents, ident, path) if resume or skip_complete else None
+    points = stage_points(sweep, ident, sources)
+    parent_id = stage.reusable(parents, ident) if resume or skip_complete else None
     if parent_id is not None:
         tracking.reopen(uri, parent_id)
-        console.say(f"[{sweep.name}] resuming its unfinished run {parent_id}: only unfinished trials run")
     else:
         parent_id = _start_parent(sweep, prepared, uri, experiment_id, ident, sources)
         console.say(f"[{sweep.name}] {sweep.task} x {technique_label(sweep.technique)} on {sweep.model.name}: "
@@ -213,8 +275,17 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
     st.hold()
     outcome = None
     try:
-        ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(cache), checkpoints=cfg.checkpoints_to_keep > 0)
-        results = build_tuner(cfg, sweep, prepared, ctx, path, resume=st.resumed, sources=sources).fit()
+        runs = tracking.trial_runs(uri, experiment_id, parent_id)
+        todo = stage.plan(points, runs, retry_failed)
+        if st.resumed:
+            console.say(f"[{sweep.name}] continuing MLflow run {parent_id}: {len(todo.finished)} of {len(points)} trials "
+                        f"finished before, {len(todo.todo)} to run")
+        for key, reason in todo.failed.items():
+            console.say(f"[{sweep.name}] trial {key} failed before ({reason}): not run again (--retry-failed runs it)")
+        _check_checkpoints(path, todo.todo, runs)
+        ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(cache), stage_dir=path,
+                           checkpoints=cfg.checkpoints_to_keep)
+        results = build_tuner(cfg, sweep, prepared, ctx, path, todo.todo, total=len(points)).fit() if todo.todo else []
         left = stage.unfinished(results)
         if left:
             reason = f"interrupted with {len(left)} of {len(results)} trials unfinished"
@@ -222,16 +293,26 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
             raise stage.Interrupted(f"sweep {sweep.name!r}: {reason}; `squeeze study` (or `squeeze sweep --resume`) "
                                     "finishes exactly those")
         table = results_table(results, sweep)
-        errors = int((table["status"] == "ERROR").sum()) if len(table) else 0
-        summary = {"trials": len(table), "trials_failed": errors, **cost_totals([r.metrics or {} for r in results], "sweep/")}
+        runs = tracking.trial_runs(uri, experiment_id, parent_id)
+        done = [runs[p["key"]] for p in points if p["key"] in runs and runs[p["key"]].info.status == "FINISHED"]
+        errors = len(points) - len(done)
+        summary = {"trials": len(points), "trials_failed": errors,
+                   **cost_totals([r.data.metrics for r in done], "sweep/")}
 
-        def finish():
+        def finish(measure: bool = True):
             try:
+                if not measure:
+                    tracking.close_run_tree(uri, experiment_id, parent_id, "interrupted before its latency pass")
+                    return
                 latency_pass(sweep, prepared, uri, experiment_id, parent_id, ctx.cache_dir)
                 tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)},
-                                       failed=errors == len(table))
-                if not errors:
-                    stage.drop_checkpoints(path)  # nothing left to resume: model, best weights and optimizer state go
+                                       failed=errors == len(points))
+                stage.drop_checkpoints(path)  # Tune's folders; points that did not finish keep their checkpoints
+            except BaseException as exc:
+                why = ("interrupted during its latency pass" if isinstance(exc, KeyboardInterrupt)
+                       else f"its latency pass failed: {type(exc).__name__}: {exc}")
+                tracking.close_run_tree(uri, experiment_id, parent_id, tracking.mask_secrets(why)[:2000])
+                raise
             finally:
                 st.release()
 
@@ -284,7 +365,9 @@ def latency_pass(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: s
     if not sweep.measure.latency:
         return
     threads = sweep.train.num_threads or max(1, int(sweep.resources.cpu))
-    for run_id in tracking.finished_children(uri, experiment_id, parent_id):
+    todo = tracking.finished_children(uri, experiment_id, parent_id, without_tag="latency/cpu_measured")
+    for k, run_id in enumerate(todo, 1):  # a resumed stage measures only the models not measured before
+        console.say(f"[{sweep.name}] latency pass: model {k} of {len(todo)} (run {run_id[:8]})")
         model = serialize.load(tracking.download_model(uri, run_id, cache))
         metrics, tags = measure.latency(model, prepared.features["test"], prepared.pad_id, device="cpu", threads=threads,
                                         batch_size=sweep.train.eval_batch_size, repeats=sweep.measure.latency_repeats,
@@ -321,7 +404,8 @@ def plan(cfg: RunCfg, only: list[str] | None = None) -> list[SweepCfg]:
 
 
 def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None = None, resume: bool = False,
-        skip_complete: bool = False, dry_run: bool = False, sequential: bool = False) -> list[SweepOutcome]:
+        skip_complete: bool = False, dry_run: bool = False, sequential: bool = False,
+        retry_failed: bool = False) -> list[SweepOutcome]:
     """Validate everything, then run the selected sweeps: each once its sources are complete (``squeeze.dag``)."""
     from squeeze import preflight
 
@@ -347,16 +431,21 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
 
     def run_stage(s: SweepCfg) -> SweepOutcome:
         ran[s.name] = run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume, skip_complete=skip_complete,
-                              defer_finish=not sequential)
+                              defer_finish=not sequential, retry_failed=retry_failed)
         return ran[s.name]
 
-    try:
-        results = dag.run(sweeps, run_stage, sequential=sequential)
-    finally:  # every stage whose trials all ended closes, whatever another stage did (nothing finished is lost)
+    def close_all(measure: bool) -> None:
         for s in sweeps:
             if s.name in ran and ran[s.name].finish:
                 finish, ran[s.name].finish = ran[s.name].finish, None
-                finish()
+                finish(measure)
+
+    try:
+        results = dag.run(sweeps, run_stage, sequential=sequential)
+    except BaseException:  # interrupted: no latency pass now; every open parent is closed KILLED with the reason
+        close_all(measure=False)
+        raise
+    close_all(measure=True)  # every stage whose trials all ended closes, whatever another stage did
     errors = [r for r in results.values() if isinstance(r, BaseException)]
     if errors:
         raise errors[0]

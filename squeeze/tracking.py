@@ -22,6 +22,7 @@ from squeeze.checksum import verify_manifest, write_manifest
 log = logging.getLogger(__name__)
 
 PARENT_TAG, TRIAL_TAG, SWEEP_TAG = "squeeze.parent", "squeeze.trial_id", "squeeze.sweep"
+FAILURE_TAG = "squeeze.failure"  # raised (the trial's own error: not re-run unless asked), lost (its process died)
 METRICS_TAG, PRETRAINING_TAG = "squeeze.metrics", "squeeze.pretraining"
 NESTED = "mlflow.parentRunId"
 
@@ -42,6 +43,17 @@ class TrackingError(RuntimeError):
     """The tracking server or store cannot be used."""
 
 
+_USERINFO = __import__("re").compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def mask_secrets(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://***@host`` anywhere in ``text`` (errors, tags, console)."""
+    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", str(text))
+
+
+SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
 def default_uri(cwd: str | Path | None = None) -> str:
     """Local SQLite store in the working directory, as an absolute URI (trials run elsewhere)."""
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
@@ -51,11 +63,18 @@ def resolve_uri(cli: str | None = None, config: str | None = None) -> str:
     """The tracking URI, decided once on the driver: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the sweep
     file's ``tracking_uri``, else ``./mlflow.db``; a relative SQLite or file path becomes absolute (trials run in
     other working directories)."""
+    origin = "--tracking-uri" if cli else "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking_uri"
     uri = cli or os.environ.get("MLFLOW_TRACKING_URI") or config or default_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
-    if "://" not in uri:  # a plain folder: MLflow's file store
+    if "://" not in uri:  # a plain folder: MLflow's file store, only one that exists (a typo would become a new store)
+        if not Path(uri).expanduser().is_dir():
+            raise TrackingError(f"{origin} {mask_secrets(uri)!r}: not a URI and not an existing MLflow file-store folder; "
+                                f"use sqlite:///PATH.db, http://HOST:PORT or another of {', '.join(SCHEMES)}")
         return Path(uri).expanduser().resolve().as_uri()
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise TrackingError(f"{origin} {mask_secrets(uri)!r}: unknown scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
     return uri
 
 
@@ -114,15 +133,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     Raises:
         TrackingError: with the URI and the reason.
     """
-    if not uri.startswith(("http://", "https://")):
+    if uri.startswith(("sqlite:", "file:")):
+        return
+    if not uri.startswith(("http://", "https://")):  # a database store: ask it for one experiment
+        try:
+            mlflow_client(uri).search_experiments(max_results=1)
+        except Exception as exc:
+            raise TrackingError(f"MLflow store {mask_secrets(uri)} cannot be used ({type(exc).__name__}: "
+                                f"{mask_secrets(str(exc))[:300]}); start it or pass --tracking-uri") from None
         return
     import requests
 
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
     except Exception as exc:
-        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}: {exc}); "
-                            "start it or pass --tracking-uri") from None
+        raise TrackingError(f"MLflow tracking server {mask_secrets(uri)} is unreachable ({type(exc).__name__}: "
+                            f"{mask_secrets(str(exc))[:300]}); start it or pass --tracking-uri") from None
 
 
 def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
@@ -191,6 +217,10 @@ class TrialRun:
             run = _retry(lambda: self.client.create_run(
                 experiment_id, run_name=name, tags={NESTED: parent_id, TRIAL_TAG: trial_id, **tags}), "create_run")
             self.run_id = run.info.run_id
+
+    def tag(self, name: str) -> str | None:
+        """A tag of this run as it is in the store now (a resumed run's checkpoint record)."""
+        return _retry(lambda: self.client.get_run(self.run_id), "get_run").data.tags.get(name)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -268,8 +298,13 @@ class TrialRun:
             pass
         try:
             text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.client.set_tag(self.run_id, "squeeze.error", text[:5000])
-            self.client.set_terminated(self.run_id, "FAILED")
+            # Ctrl-C reaches a trial as KeyboardInterrupt, or as SystemExit when Ray ends its actor: not its own error
+            stopped = isinstance(exc, (KeyboardInterrupt, SystemExit)) or "Cancel" in type(exc).__name__
+            if stopped:
+                text = f"interrupted ({text})"
+            self.client.set_tag(self.run_id, "squeeze.error", mask_secrets(text)[:5000])
+            self.client.set_tag(self.run_id, FAILURE_TAG, "interrupted" if stopped else "raised")
+            self.client.set_terminated(self.run_id, "KILLED" if stopped else "FAILED")
         except Exception as err:  # the trial's own error matters more than this one
             log.error("could not mark MLflow run %s FAILED: %s", self.run_id, err)
 
@@ -280,6 +315,7 @@ def mark_unfinished_failed(uri: str, experiment_id: str, parent_id: str, trial_i
     if run is not None and run.info.status == "RUNNING":
         client = mlflow_client(uri)
         client.set_tag(run.info.run_id, "squeeze.error", reason[:5000])
+        client.set_tag(run.info.run_id, FAILURE_TAG, "lost")  # the process died: not the trial's own doing
         client.set_terminated(run.info.run_id, "FAILED")
 
 
@@ -407,11 +443,18 @@ def download_model(uri: str, run_id: str, cache_dir: str | Path) -> str:
     return str(d / "model")
 
 
-def finished_children(uri: str, experiment_id: str, parent_id: str) -> list[str]:
-    """Run ids of the FINISHED trial runs of a sweep's parent run."""
+def trial_runs(uri: str, experiment_id: str, parent_id: str) -> dict:
+    """The trial runs of a parent run by point key (``squeeze.trial_id``), the newest where a key repeats."""
+    runs = mlflow_client(uri).search_runs([experiment_id], f"tags.`{NESTED}` = '{parent_id}'", max_results=50000,
+                                          order_by=["attributes.start_time ASC"])
+    return {r.data.tags.get(TRIAL_TAG): r for r in runs}
+
+
+def finished_children(uri: str, experiment_id: str, parent_id: str, without_tag: str | None = None) -> list[str]:
+    """Run ids of the FINISHED trial runs of a sweep's parent run (``without_tag``: only those lacking that tag)."""
     runs = mlflow_client(uri).search_runs([experiment_id], f"tags.`{NESTED}` = '{parent_id}' and attributes.status = 'FINISHED'",
-                                          max_results=50000)
-    return [r.info.run_id for r in runs]
+                                          max_results=50000, order_by=["attributes.start_time ASC"])
+    return [r.info.run_id for r in runs if without_tag is None or without_tag not in r.data.tags]
 
 
 def log_to_run(uri: str, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:

@@ -1,8 +1,10 @@
 """The one Ray Tune trainable: it adapts a ``Recipe`` (the trial's science) to Ray and MLflow.
 
-The only ``tune.report`` is here. Each epoch reports the dev metrics with a checkpoint; a restarted
-trial resumes from ``tune.get_checkpoint()``. The trial's MLflow child run follows it: FINISHED at
-the end, FAILED with the reason when anything raises. The config arrives validated from the driver
+The only ``tune.report`` is here. A trial is one point of the stage (``squeeze.points``): its MLflow child run
+is named by the point's key, so a retried trial, or the same point started by a later driver, continues that
+run. Each epoch writes a checkpoint to the stage's storage (``squeeze.point_store``) and records its digest in
+the run; a restarted trial resumes from the checkpoint recorded there, and from nothing else. The run follows
+the trial: FINISHED at the end (its checkpoints deleted), FAILED with the reason when anything raises. The config arrives validated from the driver
 and is never validated again here (no file-system checks on a node that may not hold the files).
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from squeeze import tracking
 from squeeze.console import describe
 from squeeze.config import SweepCfg
+from squeeze.point_store import CHECKPOINT_TAG, PointStore
 from squeeze.prepare import Prepared
 from squeeze.recipe import Recipe
 from squeeze.registry import technique_label
@@ -29,7 +32,8 @@ class TrialContext:
     experiment_id: str
     parent_id: str
     cache_dir: str
-    checkpoints: bool = True                       # checkpoints_to_keep > 0
+    stage_dir: str = ""                             # the stage's storage folder (local path or URI)
+    checkpoints: int = 2                            # checkpoints_to_keep (0: none, a restarted trial starts over)
 
 
 def _flat(prefix: str, obj) -> dict:
@@ -64,38 +68,52 @@ def _resolve_run_refs(cfg: SweepCfg, uri: str, cache_dir: str) -> SweepCfg:
     return cfg.model_copy(update={"params": {t: {k: resolve(v) for k, v in ps.items()} for t, ps in cfg.params.items()}})
 
 
+def _restore(recipe: Recipe, store: PointStore, tracker) -> None:
+    """Continue from the checkpoint this trial's MLflow run records, when it has one and it is still there."""
+    import json
+    import logging
+
+    raw = tracker.tag(CHECKPOINT_TAG)
+    if not raw:
+        return
+    try:
+        store.load(json.loads(raw), recipe.restore)
+    except FileNotFoundError as exc:  # deleted by hand: the trial starts over, and says so
+        logging.getLogger(__name__).warning("%s; training from the start", exc)
+        tracker.set_tags({"squeeze.restarted": str(exc)})
+
+
 def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     """Ray Tune function trainable (see ``sweep.build_tuner``)."""
+    import json
+
     import ray
     from ray import tune
 
-    cfg = resolve_trial(context.sweep, config)
-    trial_id = tune.get_context().get_trial_id() or "local"
-    source_run = config.get("source_run")
-    tracker = tracking.TrialRun(context.tracking_uri, context.experiment_id, context.parent_id, trial_id,
-                                name=f"{cfg.name} {describe(config)}", tags=tracking.trial_tags(cfg))
+    point = config["point"]
+    cfg = resolve_trial(context.sweep, point)
+    source_run = point.get("source_run")
+    tracker = tracking.TrialRun(context.tracking_uri, context.experiment_id, context.parent_id, point["key"],
+                                name=f"{cfg.name} {describe(point)}", tags=tracking.trial_tags(cfg))
+    store = PointStore(context.stage_dir, point["key"], keep=context.checkpoints)
     try:
         tracker.log_params(_params(cfg, prepared, source_run))
         tracker.log_datasets(prepared.data_name, prepared.key, prepared.data_name, prepared.sizes)
-        tracker.set_tags({"ray.node_id": ray.get_runtime_context().get_node_id()})
+        tracker.set_tags({"ray.node_id": ray.get_runtime_context().get_node_id(),
+                          "ray.trial_id": tune.get_context().get_trial_id() or "local"})
         uri, cache = context.tracking_uri, context.cache_dir
         source_dir = tracking.download_model(uri, source_run, cache) if source_run else None
         recipe = Recipe(_resolve_run_refs(cfg, uri, cache), prepared, cache_dir=cache, source_dir=source_dir,
                         source_id=source_run, log_metrics=tracker.log_metrics)
-        ckpt = tune.get_checkpoint()
-        if ckpt is not None:
-            with ckpt.as_directory() as d:
-                recipe.restore(d)
+        _restore(recipe, store, tracker)
         for res in recipe.fit():
             metrics = recipe.epoch_metrics(res)
             tracker.log_metrics(metrics, step=res.epoch)
-            report = {**metrics, "epoch": res.epoch, "step": res.step}
-            if not context.checkpoints:
-                tune.report(report)
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                recipe.save_checkpoint(tmp)
-                tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+            if context.checkpoints:
+                record = store.save(recipe.save_checkpoint, res.epoch)
+                tracker.set_tags({CHECKPOINT_TAG: json.dumps(record)})  # recorded before the older ones go
+                store.prune()
+            tune.report({**metrics, "epoch": res.epoch, "step": res.step})
         with tempfile.TemporaryDirectory() as tmp:
             final = recipe.finish(tmp)
             tracker.set_tags(final.tags)
@@ -107,4 +125,5 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
         tracker.fail(exc)
         raise
     tracker.finish()
+    store.clear()  # the model is in MLflow: nothing will resume from the checkpoints
     tune.report({**final.metrics, "epoch": recipe.loop.state.epoch})

@@ -230,7 +230,7 @@ def test_a_trials_epoch_lines_come_at_most_once_per_progress_interval(monkeypatc
     monkeypatch.setattr(console.time, "time", lambda: clock[0])
     monkeypatch.setattr(console, "PROGRESS_EVERY_S", 20.0)
     lines = console.trial_lines("s", "accuracy", epochs=3)
-    trial = SimpleNamespace(trial_id="t1", config={"train": {"lr": 1e-3}}, last_result={})
+    trial = SimpleNamespace(trial_id="t1", config={"point": {"train": {"lr": 1e-3}}}, last_result={})
     lines.on_trial_start(0, [trial], trial)
     for at, epoch in ((5, 0), (25, 1), (30, 2)):
         clock[0] = 1000.0 + at
@@ -238,7 +238,7 @@ def test_a_trials_epoch_lines_come_at_most_once_per_progress_interval(monkeypatc
     said = [line for line in capsys.readouterr().err.splitlines() if "epoch" in line]
     assert said == ["[s] trial t1 epoch 2/3: step 20, 0.80 steps/s, val/accuracy 0.5, ETA 12 s"]
     # a step cap ends the trial before its last epoch: the ETA counts to the cap (5 steps at 1.25 s), not to epoch 3
-    capped = SimpleNamespace(trial_id="t2", config={"train": {"max_steps": 25}}, last_result={})
+    capped = SimpleNamespace(trial_id="t2", config={"point": {"train": {"max_steps": 25}}}, last_result={})
     clock[0] = 2000.0
     lines.on_trial_start(0, [capped], capped)
     clock[0] = 2025.0

@@ -105,8 +105,16 @@ def _encoding_error(path: str, data, exc: UnicodeDecodeError) -> DataError:
                            f"data.encoding{f' to {guess}' if guess else ''} or re-encode the file")
 
 
-def split_pool(pool: list[dict], fractions, seed: int) -> dict[str, list[dict]]:
-    """Shuffle deterministically and cut into train/dev/test; dialogue turns stay with their dialogue."""
+def _names(paths: list[str]) -> str:
+    """A data set's name: its files' names (never the absolute paths of the machine that ran it)."""
+    import os
+
+    return ",".join(dict.fromkeys(os.path.basename(str(p)) for p in paths))
+
+
+def split_pool(pool: list[dict], fractions, seed: int, exact: bool = False) -> dict[str, list[dict]]:
+    """Shuffle deterministically and cut into train/dev/test; dialogue turns stay with their dialogue
+    (``exact``: no test split is kept back, for a dev split carved from a train file)."""
     groups: dict = {}
     for i, ex in enumerate(pool):
         groups.setdefault(ex.get("dialog", i), []).append(ex)
@@ -115,7 +123,7 @@ def split_pool(pool: list[dict], fractions, seed: int) -> dict[str, list[dict]]:
     n = len(keys)
     n_train = round(fractions[0] * n)
     n_dev = max(1, round(fractions[1] * n)) if n >= 3 else 0
-    n_train = min(n_train, n - n_dev - 1)
+    n_train = n - n_dev if exact else min(n_train, n - n_dev - 1)
     cuts = {"train": keys[:n_train], "dev": keys[n_train:n_train + n_dev], "test": keys[n_train + n_dev:]}
     return {name: [ex for k in ks for ex in groups[k]] for name, ks in cuts.items()}
 
@@ -142,9 +150,15 @@ def load_splits(task, data) -> DataBundle:
     elif data.source == "files" and data.files:
         labels = data.labels or [None] * len(data.files)
         pool = [ex for p, label in zip(data.files, labels) for ex in read_file(task, p, data, label)]
-        bundle = DataBundle(",".join(data.files), split_pool(pool, data.split, data.seed))
+        bundle = DataBundle(_names(data.files), split_pool(pool, data.split, data.seed))
+    elif data.source == "files" and isinstance(data.dev, float):
+        train = read_file(task, data.train, data)
+        rest = split_pool(train, (1 - data.dev, data.dev, 0.0), data.seed, exact=True)
+        bundle = DataBundle(_names([data.train, data.test]), {"train": rest["train"], "dev": rest["dev"],
+                                                              "test": read_file(task, data.test, data)})
     elif data.source == "files":
-        bundle = DataBundle(data.train, {s: read_file(task, getattr(data, s), data) for s in SPLITS})
+        bundle = DataBundle(_names([data.train, data.dev, data.test]),
+                            {s: read_file(task, getattr(data, s), data) for s in SPLITS})
     else:
         splits = _hub(task, data)
         if "dev" not in splits or "test" not in splits:

@@ -13,7 +13,7 @@ from squeeze.fields import Strict, on_driver
 
 class DataCfg(Strict):
     source: Literal["synthetic", "files", "hub"] = "synthetic"
-    size: int = Field(600, ge=10, description="synthetic: pooled examples before splitting")
+    size: int = Field(600, ge=10, le=1_000_000, description="synthetic: pooled examples before splitting")
     seed: int = Field(0, ge=0, description="seed of generation and splitting")
     format: Optional[Literal["csv", "tsv", "json", "jsonl", "parquet", "lines", "conll", "parlai", "dailydialog", "chat",
                              "turns", "text"]] = None
@@ -23,7 +23,8 @@ class DataCfg(Strict):
     distractors: int = Field(19, ge=0, description="dialogue files without candidates (DailyDialog): other "
                                                    "dialogues' replies added to the gold one for Hits@k; 0: none")
     train: Optional[str] = None
-    dev: Optional[str] = None
+    dev: Optional[str | float] = Field(None, description="a file, or a fraction (0.1) of the train file carved out "
+                                                         "as the dev split")
     test: Optional[str] = None
     name: Optional[str] = Field(None, description="hub dataset id, e.g. imdb or eriktks/conll2003")
     subset: Optional[str] = Field(None, description="hub dataset config name")
@@ -56,6 +57,10 @@ class DataCfg(Strict):
     @field_validator("train", "dev", "test", mode="after")
     @classmethod
     def _abs_file(cls, v, info: ValidationInfo):
+        if isinstance(v, float):
+            if not 0 < v < 1:
+                raise ValueError(f"a dev fraction carved from train must be between 0 and 1, got {v}")
+            return v
         return _data_path(v) if v is not None and on_driver(info) else v
 
     @field_validator("label_map", mode="before")
@@ -70,15 +75,40 @@ class DataCfg(Strict):
             raise ValueError(f"must be three positive fractions summing to 1, got {list(v)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _files_mean_files(cls, raw):
+        """Naming files means reading them: ``files`` or train/dev/test without ``source`` is ``source: files``
+        (they used to be ignored, and the sweep trained on synthetic data)."""
+        if isinstance(raw, dict) and "source" not in raw and any(raw.get(k) for k in ("files", "train", "dev", "test")):
+            raw = {**raw, "source": "files"}
+        return raw
+
     @model_validator(mode="after")
     def _source_fields(self):
         named = [s for s in ("train", "dev", "test") if getattr(self, s)]
+        if self.source != "files" and (self.files or named):
+            given = "files" if self.files else ", ".join(named)
+            raise ValueError(f"{given}: data files are read only with source 'files', and the source is "
+                             f"{self.source!r}; drop `source` or set it to files")
+        if self.files and named:
+            raise ValueError(f"give either `files` (pooled, then split) or train/dev/test, not both ({', '.join(named)} "
+                             "would be ignored)")
+        if isinstance(self.dev, float) and not (self.train and self.test):
+            raise ValueError(f"dev: {self.dev} carves the dev split from the train file: give train and test files too")
         if self.source == "files":
             if not self.files and len(named) != 3:
                 raise ValueError("source 'files' needs `files: [...]` (pooled) or all of train, dev and test")
         if self.format == "lines" and (named or not self.files):
             raise ValueError("format 'lines' reads one file per label: give `files: [...]` (pooled, then split), "
                              "not train/dev/test")
+        paths = [getattr(self, s) for s in named if isinstance(getattr(self, s), str)]
+        for i, a in enumerate(paths):
+            for b in paths[i + 1:]:
+                if a == b:
+                    twice = [s for s in named if getattr(self, s) == a]  # noqa: B023
+                    raise ValueError(f"{' and '.join(twice)} are the same file {a!r}: a model selected and scored on "
+                                     "the data it trained on measures nothing; give each split its own file")
         if self.labels and len(self.labels) != len(self.files):
             raise ValueError(f"labels: one per file in `files` ({len(self.files)}), got {len(self.labels)}")
         if self.source == "hub" and not self.name:
@@ -90,6 +120,9 @@ class DataCfg(Strict):
         if self.token_column == self.tag_column:
             raise ValueError(f"token_column and tag_column are both {self.token_column}: they must name two columns "
                              "(a label-first file: tag_column 0, token_column 1)")
+        if "size" in self.model_fields_set and self.source == "files":
+            raise ValueError("size: applies to synthetic data; a file source uses every example of its files "
+                             "(limit_train / limit_eval cap them)")
         return self
 
 
