@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--experiment", required=True)
     ls.add_argument("--tracking-uri")
     ls.add_argument("--parquet", help="also write the table to this Parquet file")
+    ls.add_argument("--task", help="only this task's trials (default: one table per task)")
     rep = sub.add_parser("report", help="tables, plots and a recommendation for an experiment, logged to MLflow")
     _output(rep)
     rep.add_argument("--experiment", required=True)
@@ -64,9 +65,44 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--tracking-uri")
     ui = sub.add_parser("ui", help="serve the MLflow UI (127.0.0.1 unless --host)")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", default="5000")
+    ui.add_argument("--port", default=5000, type=_port)
     ui.add_argument("--tracking-uri")
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port {text!r}: a TCP port is a whole number from 1 to 65535")
+    return port
+
+
+def _writable_here() -> None:
+    """The default stores (mlflow.db, ray_results, .squeeze_cache) live in the working folder."""
+    from squeeze.config import ConfigError
+
+    if not os.access(os.getcwd(), os.W_OK):
+        raise ConfigError(f"the working folder {os.getcwd()} is not writable: squeeze keeps mlflow.db, ray_results and "
+                          "its cache there by default; run from a folder you can write, or set tracking_uri, "
+                          "storage_path and cache_dir")
+
+
+def _out_folder(path: str, flag: str):
+    """A folder a command writes into, created now so a bad path fails before the work."""
+    from pathlib import Path
+
+    from squeeze.config import ConfigError
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot be created ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"{flag} {path}: not writable")
+    return Path(path)
 
 
 def _run(args) -> int:
@@ -75,6 +111,7 @@ def _run(args) -> int:
     from squeeze import config, sweep
 
     notes: list[str] = []
+    _writable_here()
     cfg = config.load(args.file, args.overrides, notes)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -99,14 +136,25 @@ def _ls(args) -> int:
     from squeeze.tracking import require_store, resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
+    if args.parquet:
+        _out_folder(os.path.dirname(os.path.abspath(args.parquet)), "--parquet")
     require_store(uri)
     df = load_runs(args.experiment, tracking_uri=uri)
+    if args.task:
+        if len(df) and args.task not in set(df["task"]):
+            raise ValueError(f"--task {args.task}: experiment {args.experiment!r} has tasks {sorted(set(df['task']))}")
+        df = df[df["task"] == args.task] if len(df) else df
     if args.parquet:
         df.to_parquet(args.parquet)
-    cols = [c for c in df.columns if c in ("sweep", "task", "technique", "model", "lr", "seed", "status")
-            or c.startswith(("val/", "test/"))]
-    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.float_format", "{:.4f}".format):
-        print(df[cols].to_string(index=False) if len(df) else f"experiment {args.experiment!r}: no trial runs")
+    if not len(df):
+        print(f"experiment {args.experiment!r}: no trial runs")
+        return 0
+    for task, part in df.groupby("task", sort=True):  # one table a task: its own metrics, no other task's NaNs
+        cols = [c for c in part.columns if c in ("sweep", "technique", "model", "lr", "seed", "status")
+                or c.startswith(("val/", "test/"))]
+        cols = [c for c in cols if part[c].notna().any()]
+        with pd.option_context("display.width", 250, "display.max_columns", 40, "display.float_format", "{:.4f}".format):
+            print(f"task {task} ({len(part)} trials)\n{part[cols].to_string(index=False)}\n")
     return 0
 
 
@@ -115,8 +163,9 @@ def _report(args) -> int:
     from squeeze.tracking import log_report, require_store, resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
+    folder = _out_folder(args.out or f"reports/{args.experiment}", "--out")
     require_store(uri)
-    out = report.build(args.experiment, args.out or f"reports/{args.experiment}", uri)
+    out = report.build(args.experiment, folder, uri)
     run_id = log_report(uri, args.experiment, out)
     report.print_table4(out)
     print(f"\nreport: {out / 'report.md'} (logged to MLflow run {run_id})")
@@ -128,17 +177,40 @@ def ui_command(args) -> list[str]:
     from squeeze.tracking import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", args.port]
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
 
 
 def _ui(args) -> int:
-    from squeeze.tracking import mlflow_client
+    """Start the MLflow UI, say when it answers (it can take a minute on a busy machine), and serve until Ctrl-C."""
+    import socket
+    import subprocess
+    import time
+
+    from squeeze.tracking import mask_secrets, mlflow_client
 
     cmd = ui_command(args)
+    with socket.socket() as probe:
+        if probe.connect_ex((args.host, args.port)) == 0:
+            raise ValueError(f"--port {args.port}: something already listens on {args.host}:{args.port}; "
+                             "pick another port")
     mlflow_client(cmd[5])  # create or migrate a local store under its lock, not racing a sweep that starts
-    print(f"MLflow UI on http://{args.host}:{args.port}  (store: {cmd[5]})", flush=True)
-    os.execv(sys.executable, cmd)
-    return 0  # not reached
+    proc = subprocess.Popen(cmd)
+    url = f"http://{args.host}:{args.port}"
+    print(f"waiting for the MLflow UI at {url} (store: {mask_secrets(cmd[5])}) ...", file=sys.stderr, flush=True)
+    started = time.time()
+    try:
+        while proc.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex((args.host, args.port)) == 0:
+                    print(f"ready at {url} after {time.time() - started:.0f} s (Ctrl-C stops it)", flush=True)
+                    return proc.wait()
+            time.sleep(0.5)
+        print(f"error: the MLflow UI exited with code {proc.returncode} before it answered", file=sys.stderr)
+        return proc.returncode or 1
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        return EXIT_INTERRUPTED
 
 
 def _sigterm_as_sigint(signum, frame) -> None:
@@ -189,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ValueError as exc:  # ls and report: an experiment that does not exist or has no runs
-        if args.command not in ("ls", "report"):
+    except ValueError as exc:  # ls, report, ui: an experiment that does not exist or has no runs, a busy port
+        if args.command not in ("ls", "report", "ui"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -390,6 +390,12 @@ def _check_head(sweep, task) -> None:
     mtype = presets.model_type(sweep.model.name)
     if mtype is None:
         return
+    from squeeze.families import family_of_type
+
+    family = family_of_type(mtype)
+    if task.needs_decoder and family is not None and not family.decoder:
+        raise ValueError(f"model.name: task {sweep.task!r} generates text and needs a decoder model, and "
+                         f"{sweep.model.name!r} is a {mtype!r} encoder; use a decoder such as tiny-gpt2, gpt2, smollm2")
     import transformers
 
     mapping = getattr(getattr(transformers, task.auto_class), "_model_mapping", None)

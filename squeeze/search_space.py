@@ -36,8 +36,15 @@ def technique_params_of(name: str, values: dict, where: str, context: dict | Non
     """The technique's validated ``Params`` (``context``: the driver's validation context, see config)."""
     from squeeze.registry import get_technique_class
 
+    from squeeze.fields import refuse_bool_numbers
+
+    params_cls = get_technique_class(name).Params
     try:
-        return get_technique_class(name).Params.model_validate(values, context=context)
+        refuse_bool_numbers(params_cls, values)
+    except ValueError as exc:
+        raise ValueError(f"{where}.{exc}") from None
+    try:
+        return params_cls.model_validate(values, context=context)
     except ValidationError as exc:
         e = exc.errors()[0]
         field = ".".join(map(str, e["loc"]))
@@ -138,6 +145,10 @@ def _check_range(key: str, sampler: str, args: list, info) -> None:
         raise ValueError(f"{where}: a log-scale sampler needs a positive lower bound, got {args[0]}")
     if sampler.startswith("q") and args[2] <= 0:
         raise ValueError(f"{where}: the quantum q must be positive, got {args[2]}")
+    if sampler.startswith("q") and not sampler.endswith("randn"):
+        off = [b for b in args[:2] if abs(b / args[2] - round(b / args[2])) > 1e-9]
+        if off:  # Ray Tune refuses such bounds inside the driver's loop, after the trials started
+            raise ValueError(f"{where}: bound {off[0]} is not a multiple of the quantum q={args[2]}")
     if info is not None and info.annotation is int and sampler not in INT_SAMPLERS:
         raise ValueError(f"{where}: draws non-integers; {key} takes integers: use {', '.join(INT_SAMPLERS)} or a grid")
     if info is not None and sampler.endswith("randn") and _lower_bound(info) is not None:

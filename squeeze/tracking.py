@@ -328,8 +328,9 @@ def trial_status_callback(uri: str, experiment_id: str, parent_id: str):
             reason = f"trial {trial.trial_id} errored"
             if trial.error_file and os.path.isfile(trial.error_file):
                 reason = Path(trial.error_file).read_text()[-4000:]
+            key = ((trial.config or {}).get("point") or {}).get("key", trial.trial_id)  # the run is named by its point
             try:
-                mark_unfinished_failed(uri, experiment_id, parent_id, trial.trial_id, reason)
+                mark_unfinished_failed(uri, experiment_id, parent_id, key, mask_secrets(reason))
             except Exception as exc:
                 log.error("could not close the MLflow run of trial %s: %s", trial.trial_id, exc)
 
@@ -403,6 +404,10 @@ def source_runs(uri: str, experiment_id: str, sweep: str, *, select: str, per: s
     if select == "all":
         return [r.info.run_id for r in sorted(runs, key=lambda r: r.info.start_time)]
     sign = 1 if mode == "max" else -1
+    if select == "best_per" and not any(per in r.data.params for r in runs):
+        known = sorted({k for r in runs for k in r.data.params if k.startswith("params.")})
+        raise TrackingError(f"source.per {per!r}: no finished trial of {sweep!r} has that param; its technique params "
+                            f"are {', '.join(known) or 'none'}")
     groups: dict = {}
     for r in runs:
         key = r.data.params.get(per) if select == "best_per" else None

@@ -44,13 +44,31 @@ def _flat(prefix: str, obj) -> dict:
     return out
 
 
+def _foreign_data_options(task) -> set[str]:
+    """The data options of every other registered task (what this trial must not log)."""
+    from squeeze.registry import TASKS, get_task_class
+
+    others = {o for name in TASKS for o in get_task_class(name).data_options}
+    return others - set(task.data_options)
+
+
 def _params(cfg: SweepCfg, prepared: Prepared, source_run: str | None) -> dict:
-    """The params that describe the trial: set values only (no "None"), and no training hyperparameter for a
-    post-training stage that trained nothing (a DQ trial has no learning rate)."""
+    """The params that describe the trial: set values only (no "None"), every technique param with its default
+    (``dq.backend`` reads ``torch`` when the YAML left it out), only the data options its task reads, and no
+    training hyperparameter for a post-training stage that trained nothing (a DQ trial has no learning rate)."""
     from squeeze.overrides import TRAINING_ONLY
     from squeeze.provenance import environment
+    from squeeze.registry import get_task
+    from squeeze.search_space import technique_params
 
+    task = get_task(cfg.task)
     dump = cfg.model_dump(mode="json", exclude={"search_space", "name"}, exclude_none=True)
+    dump["params"] = {t: technique_params(cfg, t).model_dump(mode="json", exclude_none=True) for t in cfg.technique}
+    foreign = _foreign_data_options(task)
+    dump["data"] = {k: v for k, v in dump["data"].items() if k not in foreign
+                    and not (cfg.data.source == "files" and k in ("size",))}
+    if not task.uses_eval:
+        dump.pop("eval", None)
     if any(c.post_training for c in cfg.technique_classes()):
         dump["train"] = {k: v for k, v in dump["train"].items() if k not in TRAINING_ONLY}
     params = {k: v for k, v in _flat("", dump).items() if v not in ([], {}, "")}

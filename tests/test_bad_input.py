@@ -190,6 +190,100 @@ CASES = [
     ("override not yaml", yml(doc()), RUN + ["train.epochs=[1"], "the value is not valid YAML"),
     ("override unknown key", yml(doc()), RUN + ["colour=red"], "unknown key 'colour'"),
     ("only an unknown sweep", yml(doc()), RUN + ["--only", "zzz"], "--only zzz: no such sweep"),
+    # ---- input that used to be silently misread (issue 22): each family refused, naming the field or file
+    ("files with another source", files(("d.csv", CSV), then=yml(doc(sweep(data={"source": "synthetic", "files": ["d.csv"]})))),
+     RUN, "data files are read only with source 'files'"),
+    ("files with train/dev/test", files(("d.csv", CSV), ("t.csv", CSV), then=yml(doc(sweep(data={
+        "files": ["d.csv"], "train": "t.csv", "dev": "d.csv", "test": "t.csv"})))), RUN, "give either `files`"),
+    ("one file for train, dev and test", files(("d.csv", CSV), then=yml(doc(sweep(data={
+        "train": "d.csv", "dev": "d.csv", "test": "d.csv"})))), RUN, "train and dev and test are the same file"),
+    ("dev equal to test", files(("d.csv", CSV), ("t.csv", CSV), then=yml(doc(sweep(data={
+        "train": "t.csv", "dev": "d.csv", "test": "d.csv"})))), RUN, "dev and test are the same file"),
+    ("size with a file source", files(("d.csv", CSV), then=yml(doc(sweep(data={"files": ["d.csv"], "size": 100})))),
+     RUN, "size: applies to synthetic data"),
+    ("dev fraction above 1", files(("d.csv", CSV), ("t.csv", CSV), then=yml(doc(sweep(data={
+        "train": "d.csv", "dev": 1.5, "test": "t.csv"})))), RUN, "must be between 0 and 1"),
+    ("iob1 file declared iob2", files(("n.conll", "EU I-ORG\nrejects O\n\nPeter I-PER\nruns O\n\n" * 10),
+                                      then=yml(doc(sweep(task="ner", data={"files": ["n.conll"], "scheme": "iob2"})))),
+     RUN, "that is IOB1"),
+    ("ner types differing by case", files(("n.conll", "EU B-ORG\nrejects O\n\nPeter B-Org\nruns O\n\n" * 10),
+                                          then=yml(doc(sweep(task="ner", data={"files": ["n.conll"]})))),
+     RUN, "differ only by case"),
+    ("parlai candidates only the gold reply", files(("p.txt", "".join(f"1 hi {i}\thello {i}\t\thello {i}\n" for i in range(20))),
+                                                    then=yml(doc(sweep(task="dialogue", model={"name": "tiny-gpt2"},
+                                                                       data={"files": ["p.txt"], "format": "parlai"})))),
+     RUN, "the candidates hold only the gold reply"),
+    ("parlai superscript turn number", files(("p.txt", "\u00b9 hi\thello\t\thello|bye\n"),
+                                             then=yml(doc(sweep(task="dialogue", model={"name": "tiny-gpt2"},
+                                                                data={"files": ["p.txt"], "format": "parlai"})))),
+     RUN, "each line must start with a turn number"),
+    ("chat content a list", files(("c.jsonl", "".join(json.dumps({"messages": [{"role": "user", "content": ["a"]},
+                                                                               {"role": "assistant", "content": "b"}]}) + "\n"
+                                                      for _ in range(10))),
+                                  then=yml(doc(sweep(task="dialogue", model={"name": "tiny-gpt2"},
+                                                     data={"files": ["c.jsonl"], "format": "chat"})))),
+     RUN, "expected a 'messages' list"),
+    ("chat content null", files(("c.jsonl", "".join(json.dumps({"messages": [{"role": "user", "content": None},
+                                                                             {"role": "assistant", "content": "b"}]}) + "\n"
+                                                    for _ in range(10))),
+                                then=yml(doc(sweep(task="dialogue", model={"name": "tiny-gpt2"},
+                                                   data={"files": ["c.jsonl"], "format": "chat"})))),
+     RUN, "expected a 'messages' list"),
+    ("epochs: on", yml("experiment: bad\nsweeps:\n- {name: s, task: sentiment, model: {name: tiny-bert}, train: {epochs: on}}\n"),
+     RUN, "epochs: expected a number, got True"),
+    ("batch_size: true", yml(doc(sweep(train__batch_size=True))), RUN, "batch_size: expected a number"),
+    ("technique param a boolean", yml(doc(BASELINE, sweep(technique=["pkd"], source={"sweep": "base"},
+                                                         params={"pkd": {"alpha": True}}))), RUN, "expected a number"),
+    ("no technique", yml(doc(sweep(technique=[]))), RUN, "an empty list runs nothing"),
+    ("a technique twice", yml(doc(sweep(technique=["baseline", "baseline"]))), RUN, "'baseline' is listed twice"),
+    ("a technique under two names", yml(doc(sweep(technique=["baseline", "finetune"]))), RUN, "is listed twice"),
+    ("duplicate csv header", files(("d.csv", CSV.replace("text,label", "text,text")),
+                                   then=yml(doc(sweep(data={"files": ["d.csv"], "label_column": "text"})))),
+     RUN, "column 'text' appears twice"),
+    ("list labels", files(("d.jsonl", "".join(json.dumps({"text": f"t {i}", "label": ["pos"]}) + "\n" for i in range(20))),
+                          then=yml(doc(sweep(data={"files": ["d.jsonl"]})))), RUN, "is a list"),
+    ("grad_accum above batch", yml(doc(sweep(train__grad_accum=32, train__batch_size=8))), RUN,
+     "grad_accum 32 is larger than batch_size 8"),
+    ("data size beyond reason", yml(doc(sweep(data__size=10**9))), RUN, "sweeps.0.data.size"),
+    ("a grid of millions", yml(doc(sweep(search_space={"lr": {"grid_search": [1e-3] * 1600},
+                                                       "seed": {"grid_search": list(range(1600))}}))), RUN,
+     "makes 2,560,000 trials"),
+    ("seed beyond numpy", yml(doc(sweep(train__seed=2**63))), RUN, "sweeps.0.train.seed"),
+    ("quantum not dividing the bounds", yml(doc(sweep(search_space={"batch_size": {"qrandint": [5, 32, 8]}}))), RUN,
+     "bound 5 is not a multiple of the quantum q=8"),
+    ("tracking uri garbage", yml(doc()), RUN + ["--tracking-uri", "garbage"], "not a URI and not an existing"),
+    ("tracking uri unknown scheme", yml(doc()), RUN + ["--tracking-uri", "foo://x"], "unknown scheme 'foo'"),
+    ("tracking database unreachable", yml(doc()), RUN + ["--tracking-uri", "postgresql://u:hunter2@127.0.0.1:9/db"],
+     "postgresql://***@127.0.0.1:9/db cannot be used"),
+    ("yaml nested too deeply", yml("experiment: " + "[" * 3000 + "]" * 3000 + "\n"), RUN, "nested too deeply"),
+    ("technique not a technique", yml(doc(sweep(technique=["os:system"]))), RUN, "'os:system' is not a technique class"),
+    ("task not a task", yml(doc(sweep(task="json:dumps"))), RUN, "'json:dumps' is not a squeeze.tasks.base.Task"),
+    ("model folder with broken config", lambda w: (model_dir(w), (w / "mine" / "config.json").write_text("{nope"),
+                                                   yml(doc(sweep(model={"name": "./mine"})))(w)),
+     RUN, "config.json is not valid JSON"),
+    ("model folder of an unknown architecture", lambda w: (model_dir(w), (w / "mine" / "config.json").write_text(
+        '{"model_type": "nosuchnet"}'), yml(doc(sweep(model={"name": "./mine"})))(w)), RUN, "does not know"),
+    ("model folder without weights", lambda w: (model_dir(w), (w / "mine" / "model.safetensors").unlink(),
+                                                yml(doc(sweep(model={"name": "./mine"})))(w)), RUN, "holds no weights"),
+    ("model folder with corrupt safetensors", lambda w: (model_dir(w), (w / "mine" / "model.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage"), yml(doc(sweep(model={"name": "./mine"})))(w)), RUN,
+     "not a readable safetensors file"),
+    ("model folder with a broken tokenizer", lambda w: (model_dir(w), (w / "mine" / "tokenizer.json").write_text("{"),
+                                                        yml(doc(sweep(model={"name": "./mine"})))(w)), RUN,
+     "its tokenizer does not load"),
+    ("bertscore layers beyond the scorer", lambda w: (model_dir(w), yml(doc(sweep(
+        task="dialogue", model={"name": "tiny-gpt2"}, eval={"bertscore_model": "./mine", "bertscore_layers": 9})))(w)),
+     RUN, "bertscore_layers 9: the scorer"),
+    ("dq of a dq stage", yml(doc(BASELINE, sweep(name="dq1", technique=["dq"], source={"sweep": "base"}),
+                                 sweep(name="dq2", technique=["dq"], source={"sweep": "dq1"}))), RUN, "already ran 'dq'"),
+    ("dialogue on an encoder", yml(doc(sweep(task="dialogue"))), RUN, "needs a decoder model"),
+    ("ray address pointing at nothing", yml(doc()), ["sweep", "s.yaml"], "RAY_ADDRESS '127.0.0.1:9': no Ray head answers"),
+    ("experiment climbing out", yml(doc(experiment="../../x")), RUN, "experiment: String should match pattern"),
+    ("experiment with a newline", yml(doc(experiment="a\nb")), RUN, "experiment: String should match pattern"),
+    ("ls into a folder that cannot be made", lambda w: None, ["ls", "--experiment", "x", "--parquet", "/proc/no/r.parquet"],
+     "--parquet /proc/no: cannot be created"),
+    ("report into a folder that cannot be made", lambda w: None, ["report", "--experiment", "x", "--out", "/proc/no"],
+     "--out /proc/no: cannot be created"),
     # ---- commands
     ("missing sweep file", lambda w: None, ["sweep", "nope.yaml"], "nope.yaml: no such sweep file"),
     ("ls without a store", lambda w: None, ["ls", "--experiment", "x"], "no MLflow store at"),
@@ -210,17 +304,19 @@ def test_bad_input_exits_2_before_ray_naming_what_is_wrong(workdir, capsys, monk
 
     if name == "a gpu this machine lacks":  # the hardware boundary: on a machine with a GPU, answer as one without
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if name == "ray address pointing at nothing":
+        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     ray_before = ray.is_initialized()
     setup(workdir)
     assert cli.main(list(argv)) == 2
     err = capsys.readouterr().err
     assert needle in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "hunter2" not in err  # no secret echoed
     assert not (workdir / "ray_results").exists() and ray.is_initialized() == ray_before
     if name not in ("ls of an unknown experiment",):
         assert not (workdir / "mlflow.db").exists()  # nothing was created either
 
 
 def test_the_catalogue_is_large_enough():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 120
     assert json.dumps([c[0] for c in CASES])  # ids are plain text

@@ -71,7 +71,7 @@ def test_a_planted_tuner_pkl_runs_nothing_and_a_changed_checkpoint_is_refused(wo
     stage = next((workdir / "ray_results").glob("plant-base-*"))
     _plant(stage, payload)
     _plant(stage / "tune-20260101-000000-1", payload)  # where a Tune run of this stage would keep its state
-    ckpt = next((stage / "points").glob("*/epoch-*"))
+    ckpt = sorted((stage / "points").glob("*/epoch-*"))[-1]  # the one its run records
     original = (ckpt / "state.json").read_text()
     (ckpt / "state.json").write_text(original + " ")
     assert cli.main(["study", f, "--retry-failed"]) == 2  # a checkpoint squeeze did not write: refused, nothing ran
@@ -96,7 +96,7 @@ def test_a_nan_trial_is_reported_once_not_rerun_and_retry_failed_runs_only_it(wo
     capsys.readouterr()
     assert cli.main(["study", f]) == 1  # still one failed trial: said, not recomputed
     err = capsys.readouterr().err
-    assert "failed before (RuntimeError: training loss became nan in epoch 1" in err and "--retry-failed" in err
+    assert "failed before (" in err and "became nan in epoch 1" in err and "--retry-failed" in err
     _, parents, again = study_runs(workdir, "nan2")
     assert len(again) == 2 and len(parents) == 1  # the same parent continued, no new trial run
     assert {k: r.info.end_time for k, r in _finished(again).items()} == {k: r.info.end_time for k, r in done.items()}

@@ -58,7 +58,8 @@ def read_chat(path: str | Path, data) -> list[dict]:
     dialogues = []
     for i, rec in enumerate(read_table(path, data, "json")):
         messages = rec.get("messages")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) and "content" in m for m in messages or [None]):
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                     for m in messages or [None]):
             raise DataError(path, f"expected a 'messages' list of {{role, content}} objects (keys: {sorted(rec)}); "
                                   "for one utterance per row use data.format: turns", i + 1)
         persona = [m["content"].strip() for m in messages if m.get("role") == "system" and m["content"].strip()]

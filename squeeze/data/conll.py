@@ -111,6 +111,13 @@ def read_conll(path: str | Path, tag_column: int = -1, scheme: Literal["auto", "
         sentences.append({"tokens": tokens, "tags": tags})
     if not sentences:
         raise DataError(path, "no sentences")
+    if scheme == "iob2":
+        bad = next((s for s in sentences if not is_iob2(s["tags"])), None)
+        if bad is not None:
+            i = next(k for k, (a, b) in enumerate(zip(bad["tags"], iob1_to_iob2(bad["tags"]))) if a != b)
+            raise DataError(path, f"declared scheme: iob2, but the sentence starting {' '.join(bad['tokens'][:6])!r} "
+                                  f"opens an entity with {bad['tags'][i]!r} (token {bad['tokens'][i]!r}): that is IOB1; "
+                                  "set data.scheme to iob1 or auto (scored as IOB2 it would find no entity)")
     if scheme == "iob1" or (scheme == "auto" and not all(is_iob2(s["tags"]) for s in sentences)):
         for s in sentences:
             s["tags"] = iob1_to_iob2(s["tags"])

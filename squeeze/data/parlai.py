@@ -26,7 +26,7 @@ def read_parlai(path: str | Path, encoding: str = "utf-8-sig") -> list[dict]:
             if not line.strip():
                 continue
             num, _, rest = line.partition(" ")
-            if not num.isdigit():
+            if not (num.isascii() and num.isdigit()):  # "²".isdigit() is True, and int("²") raises
                 raise DataError(path, "each line must start with a turn number", n)
             if int(num) <= last:
                 persona, history, dialog = [], [], dialog + 1
@@ -43,6 +43,8 @@ def read_parlai(path: str | Path, encoding: str = "utf-8-sig") -> list[dict]:
             cands = [c.strip() for c in fields[3].split("|")] if len(fields) > 3 and fields[3] else []
             if cands and reply not in cands:
                 raise DataError(path, "the label is not among the candidates", n)
+            if cands and len(set(cands)) < 2:  # Hits@1 would be 1.0 whatever the model does
+                raise DataError(path, "the candidates hold only the gold reply: ranking needs distractors", n)
             history = history + [text]
             examples.append({"persona": list(persona), "history": list(history), "reply": reply,
                              "candidates": cands, "dialog": dialog})

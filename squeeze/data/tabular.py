@@ -39,6 +39,10 @@ def _load(path: Path, kind: str, data):
                 names = next(csv.reader(fh, delimiter=delimiter, quoting=quoting), [])
         else:
             names = list(data.columns)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # one of the two columns would silently stand for both
+            raise DataError(path, f"column {twice[0]!r} appears twice in the {'header' if data.header else 'columns'}; "
+                                  "rename one", 1 if data.header else None)
             kw.update(header=None, names=names)
         # every column as text: labels such as 007 or NA stay as written
         kw["features"] = datasets.Features({n: datasets.Value("string") for n in names})
@@ -80,6 +84,8 @@ def read_table(path: str | Path, data, kind: str | None = None) -> list[dict]:
     kind = kind or table_kind(path, data.format)
     try:
         ds = _load(path, kind, data)
+    except DataError:
+        raise
     except Exception as exc:  # pandas/arrow parse errors arrive wrapped in DatasetGenerationError
         cause = exc
         while cause is not None and not isinstance(cause, UnicodeDecodeError):
@@ -128,6 +134,12 @@ def read_labelled(path: str | Path, data) -> list[dict]:
             raise DataError(path, f"empty or non-text value in column {data.text_column!r}", row_line(data, i, path))
         if label is None or str(label).strip() == "":
             raise DataError(path, f"empty label in column {data.label_column!r}", row_line(data, i, path))
+        if isinstance(label, (list, dict)):  # a JSON label that is a list or an object is no class name
+            raise DataError(path, f"label in column {data.label_column!r} is a {type(label).__name__} ({label!r:.60}); "
+                                  "a label is one text or number", row_line(data, i, path))
+        if isinstance(text, (list, dict)):
+            raise DataError(path, f"text in column {data.text_column!r} is a {type(text).__name__}, not text",
+                            row_line(data, i, path))
         label = str(label).strip()
         if data.label_map:
             if label not in data.label_map:

@@ -31,6 +31,11 @@ class Task:
     pkd_positions: ClassVar[PkdPositions] = None   # where PKD compares hidden states; None: PKD does not apply
     pretraining: ClassVar[bool] = False            # the IMP prune stage's objective, not a downstream task
     lm_scored: ClassVar[bool] = False              # scored by token likelihood: logs tokenizer-free perplexity too
+    # the `data` options that only this task's readers use (a trial logs these and the shared ones, no other
+    # task's), and whether the `eval` block (generation, ranking) applies to it
+    data_options: ClassVar[tuple[str, ...]] = ()
+    uses_eval: ClassVar[bool] = False
+    needs_decoder: ClassVar[bool] = False          # generates left to right: an encoder family (BERT) cannot run it
 
     @property
     def primary_metric(self) -> str:

@@ -27,6 +27,9 @@ SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad
 
 
 class DialogueTask(Task):
+    data_options = ('distractors', 'dialogue_column', 'turn_column', 'speaker_column', 'text_column')
+    uses_eval = True
+    needs_decoder = True
     name = "dialogue"
     auto_class = "AutoModelForCausalLM"
     metrics = {"word_ppl": "min", "ppl": "min", "hits_at_1": "max", "hits_at_5": "max", "hits_at_10": "max", "bleu": "max", "ter": "min",

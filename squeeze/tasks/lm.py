@@ -23,6 +23,7 @@ MLM_PROB = 0.15
 
 
 class LmTask(Task):
+    data_options = ('text_column',)
     name = "lm"
     auto_class = "AutoModelForMaskedLM"
     metrics = {"ppl": "min", "word_ppl": "min"}

@@ -12,6 +12,7 @@ from squeeze.tasks.base import Task, batches, collate, to_device
 
 
 class NerTask(Task):
+    data_options = ('token_column', 'tag_column', 'comment_prefix', 'scheme')
     name = "ner"
     auto_class = "AutoModelForTokenClassification"
     metrics = {"f1": "max", "precision": "max", "recall": "max", "token_accuracy": "max"}
@@ -36,10 +37,22 @@ class NerTask(Task):
 
     def labels(self, splits):
         names = sorted({t for ex in splits["train"] for t in ex["tags"]}, key=lambda t: (t != "O", t[2:], t))
+        every = {t for part in splits.values() for ex in part for t in ex["tags"]}
+        types: dict[str, str] = {}
+        for t in sorted(every):
+            kind = t[2:] if t[:2] in ("B-", "I-", "E-", "S-") else t
+            if kind.lower() in types and types[kind.lower()] != kind:
+                raise DataError("train", f"entity types {types[kind.lower()]!r} and {kind!r} differ only by case: they "
+                                         "would be two types; write them alike")
+            types.setdefault(kind.lower(), kind)
         for split in ("dev", "test"):
             extra = sorted({t for ex in splits[split] for t in ex["tags"]} - set(names))
-            if extra:
-                raise DataError(split, f"tags {extra} do not occur in the train split (train tags: {names})")
+            if extra:  # a class the model never trains on: its entities count as missed, as they should
+                import logging
+
+                logging.getLogger(__name__).warning("tags %s occur in the %s split but not in train: the model cannot "
+                                                    "predict them, their entities count as missed", extra, split)
+                names += [t for t in extra if t not in names]
         if all(t == "O" for t in names):
             raise DataError("train", "no entity tag: every tag is O (is data.tag_column the tag column?)")
         return names

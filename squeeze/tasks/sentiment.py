@@ -13,6 +13,7 @@ POSITIVE_NAMES = ("pos", "positive", "1", "true", "yes")
 
 
 class SentimentTask(Task):
+    data_options = ('text_column', 'label_column', 'label_map', 'labels')
     name = "sentiment"
     auto_class = "AutoModelForSequenceClassification"
     metrics = {"accuracy": "max", "precision": "max", "recall": "max", "f1": "max"}
