@@ -10,13 +10,25 @@ from __future__ import annotations
 import functools
 import math
 import random
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from squeeze import console
 from squeeze.tasks.base import collate, to_device
+
+
+def _progress(epoch: int, epochs: int, done: int, total: int, took: float) -> None:
+    """Inside a long epoch: steps, steps/s and the epoch's ETA, posted at most every ``console.PROGRESS_EVERY_S``
+    (the driver prints them as the trial's line; outside a Ray trial nothing is posted)."""
+    if took < console.PROGRESS_EVERY_S or done >= total:
+        return
+    rate = done / max(took, 1e-9)
+    console.progress(f"epoch {epoch + 1}/{epochs}: step {done}/{total} of the epoch, {rate:.2f} steps/s, "
+                     f"epoch ETA {(total - done) / max(rate, 1e-9):.0f} s", every_s=console.PROGRESS_EVERY_S)
 
 
 def seed_everything(seed: int) -> None:
@@ -162,7 +174,9 @@ class Loop:
         loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no host sync per step
         n_batches = padded = real = samples = 0
         draws = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        for idx, batch in self._batches(epoch):
+        loader = self._batches(epoch)
+        n_epoch, t0 = len(loader), time.perf_counter()
+        for idx, batch in loader:
             if self.state.step >= self.total_steps:
                 break
             if self.transform is not None:
@@ -172,6 +186,7 @@ class Loop:
             loss_sum += self._step(to_device(batch, self.device), idx)
             n_batches += 1
             samples += len(idx)
+            _progress(epoch, self.epochs, n_batches, n_epoch, time.perf_counter() - t0)
         mean = float(loss_sum) / max(n_batches, 1)
         if not math.isfinite(mean):
             raise FloatingPointError(f"training loss became {mean} in epoch {epoch} (step {self.state.step}); "
@@ -180,8 +195,6 @@ class Loop:
 
     def fit(self) -> Iterator[EpochResult]:
         """Train from ``state.epoch`` to ``epochs``, yielding after each epoch's dev evaluation."""
-        import time
-
         while self.state.epoch < self.epochs and self.state.step < self.total_steps:
             epoch = self.state.epoch
             t0 = time.perf_counter()

@@ -125,6 +125,22 @@ def shared_tokenizers(sweeps, cache_dir: str | Path) -> dict[str, str]:
     return out
 
 
+def _encode(task, examples: list[dict], tok, labels, max_length: int, what: str, chunk: int = 2000) -> list:
+    """``task.encode`` in chunks with a progress line at most every ``console.PROGRESS_EVERY_S`` (a large dialogue
+    file takes minutes); a task whose encoding is not per example is encoded whole."""
+    if not task.encodes_per_example or len(examples) <= chunk:
+        return task.encode(examples, tok, labels, max_length)
+    out, t0, said = [], time.perf_counter(), time.perf_counter()
+    for i in range(0, len(examples), chunk):
+        out.extend(task.encode(examples[i:i + chunk], tok, labels, max_length))
+        now = time.perf_counter()
+        if now - said >= console.PROGRESS_EVERY_S and len(out) < len(examples):
+            said, rate = now, len(out) / max(now - t0, 1e-9)
+            console.say(f"{what}: {len(out):,}/{len(examples):,} examples, {rate:,.0f}/s, "
+                        f"ETA {(len(examples) - len(out)) / max(rate, 1e-9):.0f} s")
+    return out
+
+
 def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Prepared:
     """Load, split, tokenize (once per sweep; cached by data, tokenizer, model and max length).
 
@@ -153,7 +169,8 @@ def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = Non
     n = sum(len(bundle.splits[s]) for s in SPLITS)
     console.say(f"[{sweep.name}] tokenizing {n:,} examples of {bundle.name} (cached for the next run)")
     t0 = time.perf_counter()
-    feats = {s: task.encode(bundle.splits[s], tok, labels, sweep.train.max_length) for s in SPLITS}
+    feats = {s: _encode(task, bundle.splits[s], tok, labels, sweep.train.max_length, f"[{sweep.name}] tokenizing {s}")
+             for s in SPLITS}
     took = time.perf_counter() - t0
     console.say(f"[{sweep.name}] tokenized in {took:.1f} s ({n / max(took, 1e-9):,.0f} examples/s)")
     fam = families.family_of_type(presets.model_type(sweep.model.name))

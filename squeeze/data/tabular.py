@@ -39,11 +39,11 @@ def _load(path: Path, kind: str, data):
                 names = next(csv.reader(fh, delimiter=delimiter, quoting=quoting), [])
         else:
             names = list(data.columns)
+            kw.update(header=None, names=names)
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:  # one of the two columns would silently stand for both
             raise DataError(path, f"column {twice[0]!r} appears twice in the {'header' if data.header else 'columns'}; "
                                   "rename one", 1 if data.header else None)
-            kw.update(header=None, names=names)
         # every column as text: labels such as 007 or NA stay as written
         kw["features"] = datasets.Features({n: datasets.Value("string") for n in names})
         return datasets.load_dataset("csv", data_files=str(path), split="train", **kw)

@@ -35,6 +35,7 @@ class Task:
     # task's), and whether the `eval` block (generation, ranking) applies to it
     data_options: ClassVar[tuple[str, ...]] = ()
     uses_eval: ClassVar[bool] = False
+    encodes_per_example: ClassVar[bool] = True     # encode(a + b) == encode(a) + encode(b): tokenized in chunks
     needs_decoder: ClassVar[bool] = False          # generates left to right: an encoder family (BERT) cannot run it
 
     @property

@@ -24,6 +24,7 @@ MLM_PROB = 0.15
 
 class LmTask(Task):
     data_options = ('text_column',)
+    encodes_per_example = False  # one token stream cut into blocks: tokenized whole
     name = "lm"
     auto_class = "AutoModelForMaskedLM"
     metrics = {"ppl": "min", "word_ppl": "min"}
