@@ -213,3 +213,39 @@ def test_the_private_ray_listens_only_on_loopback_and_its_token_is_private(tmp_p
     assert got["addrs"], got  # GCS, raylet and workers were seen listening
     assert all(a in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for a in got["addrs"]), got["addrs"]
     assert got["token"] in (None, "0o600"), got
+
+
+def test_sigterm_while_tokenizing_exits_130_before_any_run(workdir):
+    f = workdir / "tok.yaml"
+    f.write_text(yaml.safe_dump({"experiment": "tok", "sweeps": [
+        {"name": "big", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 400_000},
+         "train": {"epochs": 1, "max_length": 32}, "measure": {"latency": False}}]}))
+    env = dict(os.environ, SQUEEZE_PROGRESS_EVERY_S="1")
+    proc = subprocess.Popen([sys.executable, "-m", "squeeze.cli", "study", str(f)], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:  # the progress line of a long tokenization, then SIGTERM in the middle of it
+        seen.append(line)
+        if "tokenizing train:" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest
+    _, parents, children = study_runs(workdir, "tok")
+    assert parents == [] and children == []  # nothing started, nothing left RUNNING
+
+
+def test_a_minilm_trial_leaves_no_checkpoint_bytes_once_its_stage_ends(workdir, ray_session):
+    """The real-size case of the disk bound: a pre-trained MiniLM (22.7M parameters, 2 epochs, 2 checkpoints kept
+    while it runs) leaves nothing in ray_results once its model is in MLflow."""
+    f = workdir / "mini.yaml"
+    f.write_text(yaml.safe_dump({"experiment": "mini", "checkpoints_to_keep": 2, "sweeps": [
+        {"name": "m", "task": "sentiment", "model": {"name": "minilm"}, "data": {"size": 40, "split": [0.5, 0.25, 0.25]},
+         "train": {"epochs": 2, "batch_size": 8, "max_length": 32}, "measure": {"latency": False}}]}))
+    assert cli.main(["study", str(f)]) == 0
+    left = sum(p.stat().st_size for p in (workdir / "ray_results").rglob("*") if p.is_file())
+    _, _, children = study_runs(workdir, "mini")
+    assert [r.info.status for r in children] == ["FINISHED"]
+    assert children[0].data.metrics["size/disk_mb"] > 40  # a real model was trained and saved (fp32 MiniLM ~87 MB)
+    assert left == 0, left

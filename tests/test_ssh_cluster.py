@@ -206,7 +206,13 @@ def _cluster_config(nodes: dict, token: str, ports: dict) -> dict:
     with open(os.path.join(REPO, "cluster.yaml")) as fh:
         aws = yaml.safe_load(fh)
     home, node_ip = nodes["home"], "$(echo $SSH_CONNECTION | awk '{print $3}')"
-    mounts = {dst.replace("/home/ubuntu", home): (token if dst.endswith("auth_token") else src)
+    accounts = os.path.join(os.path.dirname(token), "squeeze-accounts")  # the user's ~/.squeeze: MLflow accounts
+    os.makedirs(accounts, exist_ok=True)
+    open(os.path.join(accounts, "mlflow.env"), "w").close()  # the test's MLflow runs without the auth app
+    for path in (accounts, os.path.join(accounts, "mlflow.env")):
+        shutil.chown(path, USER, USER)
+    mounts = {dst.replace("/home/ubuntu", home): (token if dst.endswith("auth_token") else
+                                                  accounts if dst.endswith("/.squeeze") else src)
               for dst, src in aws["file_mounts"].items()}
     setup = [c for c in aws["setup_commands"] if "apt-get" not in c and "pip install" not in c]
     assert len(setup) == len(aws["setup_commands"]) - 3, aws["setup_commands"]  # only the installs are left out
