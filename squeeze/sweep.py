@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,6 +429,15 @@ def latency_pass(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: s
         tracking.log_to_run(uri, run_id, metrics, {**tags, "latency/cpu_measured": "after the sweep, alone on the driver"})
 
 
+def _say_counts(sweep: SweepCfg, prepared: Prepared) -> None:
+    """``--dry-run``: each split's size with its label or entity counts (a file read in the wrong layout shows)."""
+    task = get_task(sweep.task)
+    for split, examples in prepared.examples.items():
+        counts = task.split_summary(examples)
+        detail = ", ".join(f"{k} {v:,}" for k, v in counts.items())
+        print(f"[{sweep.name}] {split}: {len(examples):,} examples" + (f" ({detail})" if detail else ""), file=sys.stderr)
+
+
 def _check_data(sweep: SweepCfg) -> None:
     from squeeze.data import load_splits
 
@@ -476,6 +486,9 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
         if prepared[s.name] is not None:
             check_prepared(s, prepared[s.name])
     if dry_run:
+        for s in sweeps:
+            if prepared[s.name] is not None:
+                _say_counts(s, prepared[s.name])
         return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **(prepared[s.name].sizes if prepared[s.name] else {})}]),
                              0, True) for s in sweeps]
     experiment_id = tracking.ensure_experiment(uri, cfg.experiment, cfg.artifact_location)

@@ -278,6 +278,8 @@ CASES = [
                                  sweep(name="dq2", technique=["dq"], source={"sweep": "dq1"}))), RUN, "already ran 'dq'"),
     ("dialogue on an encoder", yml(doc(sweep(task="dialogue"))), RUN, "needs a decoder model"),
     ("ray address pointing at nothing", yml(doc()), ["sweep", "s.yaml"], "RAY_ADDRESS '127.0.0.1:9': no Ray head answers"),
+    ("storage uri that cannot be listed", yml(doc(storage_path="s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http")),
+     RUN, "storage_path s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http: cannot be used"),
     ("experiment climbing out", yml(doc(experiment="../../x")), RUN, "experiment: String should match pattern"),
     ("experiment with a newline", yml(doc(experiment="a\nb")), RUN, "experiment: String should match pattern"),
     ("ls into a folder that cannot be made", lambda w: None, ["ls", "--experiment", "x", "--parquet", "/proc/no/r.parquet"],

@@ -103,15 +103,19 @@ def test_a_driver_killed_without_a_word_is_resumed_by_a_plain_study(workdir):
     f = _file(workdir, "zombie", seeds=(0, 1, 2), sleep=0.3)
     proc = subprocess.Popen([sys.executable, "-m", "squeeze.cli", "study", f], cwd=workdir, env=dict(os.environ),
                             stdout=open(workdir / "first.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    wait_runs(workdir, "zombie", lambda p, c: any(r.info.status == "FINISHED" for r in c)
-          and any(r.info.status == "RUNNING" for r in c))
+    _, before = wait_runs(workdir, "zombie", lambda p, c: any(r.info.status == "FINISHED" for r in c)
+                          and any(r.info.status == "RUNNING" for r in c))
     kill_driver(proc)
+    _, _, after_kill = study_runs(workdir, "zombie")  # what MLflow holds as finished when the driver died
+    done_before = {r.data.tags["squeeze.trial_id"]: r.info.end_time for r in after_kill if r.info.status == "FINISHED"}
     done = subprocess.run([sys.executable, "-m", "squeeze.cli", "study", f], cwd=workdir, capture_output=True, text=True,
                           timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     _, parents, children = study_runs(workdir, "zombie")
     assert len(children) == 3 and len({r.data.tags["squeeze.trial_id"] for r in children}) == 3
     assert all(r.info.status == "FINISHED" for r in children) and [p.info.status for p in parents] == ["FINISHED"]
+    ends = {r.data.tags["squeeze.trial_id"]: r.info.end_time for r in children}
+    assert done_before and all(ends[k] == t for k, t in done_before.items())  # finished before the kill: not recomputed
 
 
 def test_a_corrupt_downloaded_model_is_downloaded_again(tmp_path, mlflow_server):

@@ -65,6 +65,10 @@ class Task:
     def labels(self, splits: dict[str, list[dict]]) -> Optional[list[str]]:
         return None
 
+    def split_summary(self, examples: list[dict]) -> dict[str, int]:
+        """What ``--dry-run`` counts in a split besides its size (labels, entities), so a misread file shows."""
+        return {}
+
     def prepare_tokenizer(self, tokenizer) -> Any:
         """Padding needs a pad token: a decoder's tokenizer without one pads with its end of text (as HF examples do)."""
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:

@@ -63,6 +63,9 @@ class DialogueTask(Task):
         for ex in examples:
             yield " ".join(ex["persona"] + ex["history"] + [ex["reply"]])
 
+    def split_summary(self, examples):
+        return {"turns with candidates": sum(1 for ex in examples if ex.get("candidates"))}
+
     def labels(self, splits):
         if not any(ex["candidates"] for ex in splits["test"]):
             raise DataError("test", "no turn has candidate replies, so Hits@k cannot be measured; set data.distractors "

@@ -35,6 +35,11 @@ class NerTask(Task):
     def texts(self, examples):
         return (" ".join(ex["tokens"]) for ex in examples)
 
+    def split_summary(self, examples):
+        from collections import Counter
+
+        return dict(sorted(Counter(t[2:] for ex in examples for t in ex["tags"] if t.startswith("B-")).items()))
+
     def labels(self, splits):
         names = sorted({t for ex in splits["train"] for t in ex["tags"]}, key=lambda t: (t != "O", t[2:], t))
         every = {t for part in splits.values() for ex in part for t in ex["tags"]}

@@ -29,6 +29,11 @@ class SentimentTask(Task):
         return [{"text": r[data.text_column], "label": names[r[data.label_column]] if names else str(r[data.label_column])}
                 for r in ds if r[data.label_column] is not None and r[data.label_column] >= 0]
 
+    def split_summary(self, examples):
+        from collections import Counter
+
+        return dict(sorted(Counter(ex["label"] for ex in examples).items()))
+
     def labels(self, splits):
         names = sorted({ex["label"] for ex in splits["train"]})
         for split in ("dev", "test"):
