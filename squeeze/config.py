@@ -42,23 +42,23 @@ from squeeze.registry import get_task_class, get_technique_class
 class TrainCfg(_Strict):
     """Training hyperparameters; every field may also be a search-space key."""
 
-    lr: float = Field(5e-5, gt=0, description="peak learning rate of AdamW")
-    epochs: int = Field(3, ge=0, description="0: no training (post-training techniques such as dq)")
-    batch_size: int = Field(16, ge=1, description="examples per optimizer step")
+    lr: float = Field(5e-5, gt=0, le=10, description="peak learning rate of AdamW")
+    epochs: int = Field(3, ge=0, le=10_000, description="0: no training (post-training techniques such as dq)")
+    batch_size: int = Field(16, ge=1, le=1_000_000, description="examples per optimizer step")
     grad_accum: int = Field(1, ge=1, description="micro-batches each batch is split into (gradient accumulation: "
                                                  "the same batches and updates in 1/grad_accum of the memory)")
-    eval_batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(32, ge=1, le=1_000_000)
     max_length: int = Field(128, ge=8, le=8192)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="NumPy's seeds stop at 2**32 - 1")
-    max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0: no cap)")
+    max_steps: int = Field(0, ge=0, le=10**9, description="stop after this many optimizer steps (0: no cap)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (fp16 adds a GradScaler on CUDA)")
     compile: bool = Field(False, description="torch.compile the model before training")
-    num_threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per CPU given to the trial)")
-    num_workers: int = Field(-1, ge=-1, description="DataLoader processes collating batches (-1: 2 on CUDA, "
+    num_threads: int = Field(0, ge=0, le=1024, description="torch intra-op threads (0: one per CPU given to the trial)")
+    num_workers: int = Field(-1, ge=-1, le=256, description="DataLoader processes collating batches (-1: 2 on CUDA, "
                                                     "0 on CPU, where they would take cores from training)")
 
     @model_validator(mode="after")
@@ -156,8 +156,8 @@ def _hub_model_available(repo_id: str) -> bool:
 class EvalCfg(_Strict):
     """Dialogue evaluation: generation for BLEU/TER, candidates for Hits@k, optional BERTScore."""
 
-    max_new_tokens: int = Field(24, ge=1)
-    num_beams: int = Field(1, ge=1, description="1 = greedy")
+    max_new_tokens: int = Field(24, ge=1, le=4096)
+    num_beams: int = Field(1, ge=1, le=64, description="1 = greedy")
     do_sample: bool = False
     max_generate: int = Field(200, ge=0, description="replies generated for BLEU/TER (0: all)")
     max_rank: int = Field(200, ge=0, description="turns ranked for Hits@k (0: all)")
@@ -204,13 +204,13 @@ class EnergyCfg(_Strict):
 
 class MeasureCfg(_Strict):
     latency: bool = True
-    latency_repeats: int = Field(10, ge=1, description="timed passes over the examples (median, p10, p90)")
-    latency_examples: int = Field(16, ge=1, description="test examples timed one at a time")
+    latency_repeats: int = Field(10, ge=1, le=100_000, description="timed passes over the examples (median, p10, p90)")
+    latency_examples: int = Field(16, ge=1, le=1_000_000, description="test examples timed one at a time")
 
 
 class ResourcesCfg(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, le=4096)
+    gpu: float = Field(0.0, ge=0, le=256)
 
 
 class SourceCfg(_Strict):
@@ -238,11 +238,11 @@ class SweepCfg(_Strict):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per technique, e.g. {pkd: {alpha: 0.5}}")
     source: Optional[SourceCfg] = None
     search_space: dict[str, Any] = Field(default_factory=dict)
-    num_samples: int = Field(1, ge=1)
+    num_samples: int = Field(1, ge=1, le=MAX_TRIALS)
     resources: ResourcesCfg = Field(default_factory=ResourcesCfg)
     energy: EnergyCfg = Field(default_factory=EnergyCfg)
     measure: MeasureCfg = Field(default_factory=MeasureCfg)
-    max_failures: int = Field(0, ge=0)
+    max_failures: int = Field(0, ge=0, le=100)
 
     @field_validator("task")
     @classmethod
@@ -343,13 +343,20 @@ class RunCfg(_Strict):
     storage_path: str = Field(default_factory=lambda: os.environ.get("SQUEEZE_STORAGE_PATH", "ray_results"),
                               description="Ray Tune's storage: a local folder, or s3://... / an NFS path that every "
                                           "node sees for multi-node runs (default: $SQUEEZE_STORAGE_PATH, else ray_results)")
-    cache_dir: str = ".squeeze_cache"
-    max_concurrent_trials: int = Field(0, ge=0, description="0: as many as resources allow")
+    cache_dir: str = Field(".squeeze_cache", min_length=1)
+    max_concurrent_trials: int = Field(0, ge=0, le=100_000, description="0: as many as resources allow")
     schedule: Literal["dag", "sequential"] = Field("dag", description="dag: a stage starts when its sources are "
                                                    "complete, independent stages at once; sequential: in file order")
-    checkpoints_to_keep: int = Field(2, ge=0, description="per running trial (0: none, a failed trial restarts); "
+    checkpoints_to_keep: int = Field(2, ge=0, le=1000, description="per running trial (0: none, a failed trial restarts); "
                                                       "a finished stage's checkpoints are deleted")
     sweeps: list[SweepCfg] = Field(..., min_length=1)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage(cls, v: str):
+        if not v.strip():
+            raise ValueError("empty (from SQUEEZE_STORAGE_PATH?): name a folder or a URI such as s3://bucket/path")
+        return v
 
     @model_validator(mode="after")
     def _unique(self):

@@ -115,14 +115,30 @@ def check_ray_address(timeout: float = 5.0) -> None:
                           "(ray start --head, ray up cluster.yaml) or unset RAY_ADDRESS for a private local Ray") from None
 
 
+def writable_folder(path: str, field: str) -> None:
+    """A local folder squeeze writes into (Ray storage, the cache) exists or can be made, and is writable.
+
+    Raises:
+        ConfigError: naming the field and the folder.
+    """
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{field} {path}: cannot be created ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{field} {path}: not writable")
+
+
 def check_storage(storage_path: str, timeout: float = 20.0) -> None:
-    """A storage URI (``s3://...``) must be reachable and listable before any trial writes to it.
+    """A storage URI (``s3://...``) must be reachable and listable before any trial writes to it; a local folder
+    must be writable.
 
     Raises:
         ConfigError: naming ``storage_path`` and the reason.
     """
     if "://" not in storage_path:
-        return
+        return writable_folder(storage_path, "storage_path")
     import concurrent.futures
 
     def probe():
@@ -476,7 +492,9 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
     uri = tracking.resolve_uri(tracking_uri, cfg.tracking_uri)
     tracking.check_reachable(uri)
     check_ray_address()
-    check_storage(cfg.storage_path)
+    writable_folder(cfg.cache_dir, "cache_dir")
+    if "://" in cfg.storage_path:
+        check_storage(cfg.storage_path)
     preflight.check(cfg, known_elsewhere=lambda name: tracking.finished_sweep_exists(uri, cfg.experiment, name))
     cache = Path(cfg.cache_dir).resolve()
     # data errors surface now; a sweep with a source is tokenized later, with its source's tokenizer
@@ -491,6 +509,8 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
                 _say_counts(s, prepared[s.name])
         return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **(prepared[s.name].sizes if prepared[s.name] else {})}]),
                              0, True) for s in sweeps]
+    if "://" not in cfg.storage_path:
+        check_storage(cfg.storage_path)  # a local folder, made now that the input is known good
     experiment_id = tracking.ensure_experiment(uri, cfg.experiment, cfg.artifact_location)
     init_ray()  # once, here: the stages' threads share it
     check_resources(cfg)

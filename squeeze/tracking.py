@@ -133,7 +133,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     Raises:
         TrackingError: with the URI and the reason.
     """
-    if uri.startswith(("sqlite:", "file:")):
+    if uri.startswith("sqlite:///"):  # the store's folder must exist or be creatable, and be writable
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"MLflow store {uri}: its folder {folder} cannot be created ({exc.strerror or exc})") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow store {uri}: its folder {folder} is not writable")
+        return
+    if uri.startswith("file:"):
         return
     if not uri.startswith(("http://", "https://")):  # a database store: ask it for one experiment
         try:
