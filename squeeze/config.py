@@ -436,7 +436,8 @@ def parse(raw: Any, source: str = "<config>") -> RunCfg:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with `experiment` and `sweeps`")
     raw = dict(raw)
-    defaults = raw.pop("defaults", {}) or {}
+    defaults = raw.pop("defaults", None)
+    defaults = {} if defaults is None else defaults
     if not isinstance(defaults, dict):
         raise ConfigError(f"{source}: defaults: must be a mapping")
     if isinstance(raw.get("sweeps"), list):

@@ -91,6 +91,13 @@ def check_entry(key: str, spec: Any, sweep: SweepCfg, context: dict | None = Non
     if not isinstance(args, list) or not args:
         raise ValueError(f"search_space.{key}.{sampler}: expected a non-empty list, got {args!r}")
     arity = SAMPLERS[sampler]
+    if sampler == "grid_search":
+        import json
+
+        seen = [json.dumps(a, sort_keys=True, default=str) for a in args]
+        twice = next((a for a, t in zip(args, seen) if seen.count(t) > 1), None)
+        if twice is not None:  # the same trial twice: the same computation, and one result counted twice
+            raise ValueError(f"search_space.{key}.grid_search: lists {twice!r} twice")
     if arity is None:
         values = args
     else:

@@ -275,9 +275,13 @@ def stage_points(sweep: SweepCfg, ident: str, sources: list[str] | None) -> list
     if sources:
         space["source_run"] = tune.grid_search(sources)
     try:
-        return expand(space, sweep.num_samples, ident)
+        out = expand(space, sweep.num_samples, ident)
     except ValueError as exc:
         raise ConfigError(f"sweep {sweep.name!r}: {exc}") from None
+    asked = count_trials(space, sweep.num_samples)
+    if len(out) < asked:  # a choice over few values drew the same point again: one trial, not a duplicate
+        console.say(f"[{sweep.name}] {asked} samples drew {len(out)} distinct points: {len(out)} trials")
+    return out
 
 
 def _check_checkpoints(path: str, todo: list[dict], runs: dict) -> None:
