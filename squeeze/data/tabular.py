@@ -30,6 +30,8 @@ def _load(path: Path, kind: str, data):
     import datasets
 
     datasets.disable_progress_bars()
+    # a file that does not parse is reported once, as a DataError naming the line; not also as datasets' ERROR log
+    datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
     if kind in ("csv", "tsv"):
         delimiter = data.delimiter or ("\t" if kind == "tsv" else ",")
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV text holds stray quotes: he said "hi
