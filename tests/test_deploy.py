@@ -194,7 +194,9 @@ def test_a_tiny_study_prints_a_line_per_trial_and_honours_mlflow_tracking_uri(tm
     assert len(started) == 4 and all(line.endswith("(4 trials)") for line in started), started
     assert sorted(line.split("finished (")[1][:3] for line in lines if "finished (" in line) == ["1/4", "2/4", "3/4", "4/4"]
     assert sum("[base] tokeniz" in line for line in lines) == 2  # before and after, with a count and a speed
-    progress = [line for line in lines if "epoch 1/1: step" in line]  # each trial's epoch: speed, dev metric, ETA
+    inside = [line for line in lines if "of the epoch" in line]  # posted from inside an epoch (every step at 0 s)
+    assert all("steps/s, epoch ETA" in line for line in inside), inside
+    progress = [line for line in lines if "epoch 1/1: step" in line and "of the epoch" not in line]  # epoch ends
     assert len(progress) == 4 and all("steps/s, val/accuracy" in line and "ETA 0 s" in line for line in progress)
     assert not any("╭" in line or "TensorBoard" in line or "Token authentication" in line for line in lines)
     assert (tmp_path / "store.db").exists() and not (work / "mlflow.db").exists()
