@@ -170,6 +170,27 @@ def test_qat_simulates_the_kernel_it_deploys_to():
     assert (fp32 - real).abs().max() > 1e-3  # the float model differs: the simulation is not trivially it
 
 
+def test_qat_simulation_differs_from_the_kernel_by_one_step_at_training_batch_sizes():
+    """The README's claim, at the size real runs use (2,048 rows of a 384-wide Linear): the simulation is not exact
+    there; where it differs, it is by one quantization step of a boundary value (|delta| < 2e-2, under 0.3% of the
+    output range), never by a scheme mismatch (the 8-bit max/127 simulation was off by about 1e-1)."""
+    import copy
+
+    worst = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        lin = torch.nn.Sequential(torch.nn.Linear(384, 384))
+        x = torch.randn(2048, 384) * 3 + 0.5
+        with torch.no_grad():
+            real = quant.dynamic_int8(copy.deepcopy(lin))(x)
+            handles = quant.add_fake_quant(lin)
+            simulated = lin(x)
+        quant.remove_fake_quant(lin, handles)
+        worst.append(((simulated - real).abs().max().item(), real.abs().max().item()))
+    assert any(d > 1e-5 for d, _ in worst)  # not exact: the README must not say it is
+    assert all(d < 2e-2 and d < 3e-3 * top for d, top in worst), worst
+
+
 def test_tied_embeddings_are_stored_once(tmp_path):
     sweep = tiny_sweep("dialogue", "tiny-gpt2", size=40)
     prepared = prepared_for(sweep, tmp_path)
