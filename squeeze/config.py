@@ -228,7 +228,8 @@ class SourceCfg(_Strict):
 
 
 class SweepCfg(_Strict):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(..., max_length=100, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="letters, digits, _ . - (it names folders with the experiment's name)")
     task: str
     technique: list[str] = Field(default_factory=lambda: ["baseline"], min_length=1)
     model: ModelCfg
@@ -336,7 +337,7 @@ class SweepCfg(_Strict):
 
 
 class RunCfg(_Strict):
-    experiment: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+    experiment: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                             description="letters, digits, _ . - (it names folders: no slash, no leading dot)")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working directory")
     artifact_location: Optional[str] = Field(None, description="default: ./mlartifacts for a local store")

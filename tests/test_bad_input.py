@@ -291,6 +291,9 @@ CASES = [
     ("a grid value twice", yml(doc(sweep(search_space={"seed": {"grid_search": [0, 1, 0]}}))), RUN,
      "search_space.seed.grid_search: lists 0 twice"),
     ("defaults a list", yml({"experiment": "bad", "defaults": [], "sweeps": [BASE]}), RUN, "defaults: must be a mapping"),
+    ("label_map to a list", files(("d.csv", CSV), then=yml(doc(sweep(data={"files": ["d.csv"], "label_map": {
+        "pos": [1], "neg": "n"}})))), RUN, "raw labels and names are single values"),
+    ("sweep name too long for a folder", yml(doc(sweep(name="x" * 300))), RUN, "sweeps.0.name: String should have at most 100"),
     ("experiment climbing out", yml(doc(experiment="../../x")), RUN, "experiment: String should match pattern"),
     ("experiment with a newline", yml(doc(experiment="a\nb")), RUN, "experiment: String should match pattern"),
     ("ls into a folder that cannot be made", lambda w: None, ["ls", "--experiment", "x", "--parquet", "/proc/no/r.parquet"],

@@ -66,7 +66,12 @@ class DataCfg(Strict):
     @field_validator("label_map", mode="before")
     @classmethod
     def _text_keys(cls, v):
-        return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
+        if not isinstance(v, dict):
+            return v
+        bad = next((x for x in list(v) + list(v.values()) if isinstance(x, (list, dict)) or x is None), "none")
+        if bad != "none":  # a list or an object would become its text form, "[1]", and match nothing
+            raise ValueError(f"raw labels and names are single values (text or numbers), got {bad!r}")
+        return {str(k): str(x) for k, x in v.items()}
 
     @field_validator("split")
     @classmethod
