@@ -95,7 +95,8 @@ class ModelCfg(_Strict):
         return v
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                "squeeze.safetensors")  # the last: a squeeze folder of int8 or sparse weights (squeeze.serialize)
 
 
 def check_model_dir(path: Path, shown: str) -> None:

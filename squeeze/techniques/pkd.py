@@ -60,6 +60,9 @@ class PKDParams(BaseModel):
             return v
         path = Path(v).expanduser().resolve()
         if (path / serialize.FORMAT_FILE).is_file():
+            from squeeze.config import check_model_dir
+
+            check_model_dir(path, v)  # its config, weights and tokenizer load: a broken teacher fails here, not in trials
             return str(path)
         raise ValueError(f"teacher {v!r} is neither runs:/<MLflow run id> nor a model folder saved by squeeze")
 
