@@ -108,25 +108,19 @@ def _out_folder(path: str, flag: str):
 def _run(args) -> int:
     import pandas as pd
 
-    from squeeze import config, sweep
+    from squeeze import api
 
-    notes: list[str] = []
     _writable_here()
-    cfg = config.load(args.file, args.overrides, notes)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    from squeeze.tracking import resolve_uri
-
-    outcomes = sweep.run(cfg, tracking_uri=resolve_uri(args.tracking_uri, cfg.tracking_uri), only=args.only, resume=args.resume,
-                         skip_complete=args.command == "study" and not getattr(args, "force", False),
-                         dry_run=args.dry_run, sequential=args.sequential, retry_failed=args.retry_failed)
+    result = api.run(args.file, overrides=args.overrides, tracking_uri=args.tracking_uri,
+                     study=args.command == "study", force=getattr(args, "force", False), only=args.only,
+                     resume=args.resume, dry_run=args.dry_run, sequential=args.sequential, retry_failed=args.retry_failed)
     if args.dry_run:
-        print(f"{args.file}: valid; {len(outcomes)} sweep(s) prepared")
-    tables = [o.table for o in outcomes if len(o.table)]
+        print(f"{args.file}: valid; {len(result.outcomes)} sweep(s) prepared")
+    tables = [o.table for o in result.outcomes if len(o.table)]
     if tables:
         with pd.option_context("display.width", 200, "display.max_columns", 30):
             print(pd.concat(tables, ignore_index=True).to_string(index=False))
-    return 1 if any(o.errors for o in outcomes) else 0
+    return 1 if result.failed_trials else 0
 
 
 def _ls(args) -> int:

@@ -545,3 +545,16 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
     if skip_complete:
         tracking.log_study_totals(uri, experiment_id, cfg.experiment, cost_totals)
     return outcomes
+
+
+class _CallableModule(type(sys)):
+    """``squeeze.sweep(source, ...)`` is ``squeeze.api.sweep``: the Python API's name for ``squeeze sweep``, on the
+    module that implements it."""
+
+    def __call__(self, source, **kwargs):
+        from squeeze import api
+
+        return api.sweep(source, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

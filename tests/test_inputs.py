@@ -154,3 +154,26 @@ def test_best_per_with_a_param_no_trial_has_is_refused(tmp_path):
                              mode="min")
     assert tracking.source_runs(uri, exp, "prune", select="best_per", per="params.imp_prune.sparsity", metric="val/ppl",
                                 mode="min") == [child]
+
+
+def test_the_python_api_runs_a_study_from_a_dict_and_returns_the_load_runs_frame(workdir, ray_session):
+    import squeeze
+    from analysis.runs import load_runs
+
+    doc = {"experiment": "api", "sweeps": [
+        {"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60},
+         "train": {"epochs": 1, "max_length": 32, "batch_size": 16}, "measure": {"latency": False},
+         "search_space": {"seed": {"grid_search": [0, 1]}}}]}
+    uri = f"sqlite:///{workdir / 'api.db'}"
+    df = squeeze.study(doc, overrides=["train.lr=0.001"], tracking_uri=uri)
+    again = load_runs("api", uri)
+    assert list(df.columns) == list(again.columns) and sorted(df["run_id"]) == sorted(again["run_id"])
+    assert len(df) == 2 and set(df["status"]) == {"FINISHED"} and set(df["lr"].astype(float)) == {0.001}
+    assert len(squeeze.study(doc, overrides=["train.lr=0.001"], tracking_uri=uri)) == 2  # complete: skipped
+    with pytest.raises(config.ConfigError, match="sweeps.0.train.epochs"):
+        squeeze.study({**doc, "sweeps": [{**doc["sweeps"][0], "train": {"epochs": "x"}}]}, tracking_uri=uri)
+    swept = squeeze.sweep(doc, overrides=["train.lr=0.001"], tracking_uri=uri)  # every stage afresh: a new parent
+    assert len(swept) == 2 and not set(swept["run_id"]) & set(df["run_id"])
+    from squeeze import sweep as driver
+
+    assert callable(driver.run) and driver is squeeze.sweep  # the module keeps its functions
