@@ -95,13 +95,11 @@ def _out_folder(path: str, flag: str):
     from pathlib import Path
 
     from squeeze.config import ConfigError
+    from squeeze.folders import why_unwritable
 
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot be created ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK):
-        raise ConfigError(f"{flag} {path}: not writable")
+    why = why_unwritable(path)
+    if why:
+        raise ConfigError(f"{flag} {path}: {why}")
     return Path(path)
 
 

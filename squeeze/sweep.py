@@ -121,13 +121,11 @@ def writable_folder(path: str, field: str) -> None:
     Raises:
         ConfigError: naming the field and the folder.
     """
-    folder = Path(path).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{field} {path}: cannot be created ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"{field} {path}: not writable")
+    from squeeze.folders import why_unwritable
+
+    why = why_unwritable(path)
+    if why:
+        raise ConfigError(f"{field} {path}: {why}")
 
 
 def check_storage(storage_path: str, timeout: float = 20.0) -> None:

@@ -134,13 +134,12 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         TrackingError: with the URI and the reason.
     """
     if uri.startswith("sqlite:///"):  # the store's folder must exist or be creatable, and be writable
+        from squeeze.folders import why_unwritable
+
         folder = Path(uri[len("sqlite:///"):]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(f"MLflow store {uri}: its folder {folder} cannot be created ({exc.strerror or exc})") from None
-        if not os.access(folder, os.W_OK):
-            raise TrackingError(f"MLflow store {uri}: its folder {folder} is not writable")
+        why = why_unwritable(folder)
+        if why:
+            raise TrackingError(f"MLflow store {uri}: its folder {folder} {why}")
         return
     if uri.startswith("file:"):
         return
