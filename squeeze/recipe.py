@@ -90,9 +90,13 @@ class Recipe:
         return models.from_source(source_dir, self.head, p.tokenizer, seed=seed, labels=p.labels,
                                   pretrained=self.cfg.model.name)
 
-    def evaluate(self, model, split: str = "dev", final: bool = False, on=None) -> tuple[dict, list[dict]]:
+    def evaluate(self, model, split: str = "dev", final: bool = False, on=None, subset=None) -> tuple[dict, list[dict]]:
+        """Metrics and prediction rows of ``split`` (``subset``: only those example indices, in that order)."""
         p, tc = self.prepared, self.cfg.train
-        return self.task.evaluate(model, p.features[split], p.examples[split], tokenizer=p.tokenizer, labels=p.labels,
+        feats, exs = p.features[split], p.examples[split]
+        if subset is not None:
+            feats, exs = [feats[j] for j in subset], [exs[j] for j in subset]
+        return self.task.evaluate(model, feats, exs, tokenizer=p.tokenizer, labels=p.labels,
                                   batch_size=tc.eval_batch_size, device=on or self.device, eval_cfg=self.cfg.eval,
                                   final=final)
 
@@ -147,7 +151,7 @@ class Recipe:
             final.update(hook.ctx.info)
         final.update(self.init_info)
         self._write(out, model, predictions)
-        final.update(self._parity(out / "model", test, eval_on))
+        final.update(self._parity(out / "model", model, test, eval_on))
         emb = (model.embedding_bytes() if hasattr(model, "embedding_bytes") else
                serialize.stored_bytes(out / "model", serialize.embedding_tensors(model))) / 2**20
         final.update({"size/embeddings_mb": emb, "size/rest_mb": final["size/disk_mb"] - emb,
@@ -195,9 +199,19 @@ class Recipe:
         (out / "config").mkdir(parents=True, exist_ok=True)
         (out / "config" / "trial.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
 
-    def _parity(self, model_dir: Path, test: dict, eval_on) -> dict[str, float]:
+    def _parity(self, model_dir: Path, model, test: dict, eval_on) -> dict[str, float]:
+        """The saved model, loaded back, must score what the trained one scored. ``measure.parity: sample`` (the
+        default) compares both on a fixed random sample of ``parity_examples`` test examples (two passes over the
+        sample instead of one over the whole test set); ``full`` re-scores the whole test set."""
+        import random
+
+        m, n = self.cfg.measure, len(self.prepared.features["test"])
+        subset = None
+        if m.parity == "sample" and n > m.parity_examples:
+            subset = sorted(random.Random(0).sample(range(n), m.parity_examples))
+            test, _ = self.evaluate(model, "test", on=eval_on, subset=subset)
         reloaded = serialize.load(model_dir).to(eval_on)
-        again, _ = self.evaluate(reloaded, "test", on=eval_on)
+        again, _ = self.evaluate(reloaded, "test", on=eval_on, subset=subset)
         primary = self.task.primary_metric
         diff = abs(again[primary] - test[primary])
         # on the CPU the reloaded model must score exactly the same; on CUDA the same model, evaluated twice, may not
@@ -205,4 +219,5 @@ class Recipe:
         # continuous metric gets a relative 1e-5 there: a save/load defect moves it far more
         tol = 1e-5 * max(1.0, abs(test[primary])) if torch.device(eval_on).type == "cuda" else 0.0
         return {"parity/ok": float(diff <= tol), "parity/abs_diff": diff, "parity/tolerance": tol,
+                "parity/examples": float(len(subset) if subset is not None else n),
                 "size/disk_mb": serialize.disk_bytes(model_dir) / 2**20}

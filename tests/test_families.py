@@ -91,3 +91,32 @@ def test_an_unknown_architecture_is_refused_before_ray_starts(workdir, capsys):
     err = capsys.readouterr().err
     assert "is a 'bloom' model, and techniques ['imp_prune'] need to know where its transformer layers are" in err
     assert "squeeze/families.py" in err and not (workdir / "ray_results").exists()
+
+
+@pytest.mark.parametrize("mode", ["sample", "full"])
+def test_parity_on_a_test_sample_catches_a_reload_that_changes_the_model(tmp_path, monkeypatch, mode):
+    """measure.parity: sample re-scores both the trained and the reloaded model on a fixed sample of the test set
+    (its size logged); a reload that changes one weight is caught there as on the whole set."""
+    cfg = tiny_sweep("sentiment", "tiny-bert", size=200, epochs=1, max_length=32, num_threads=2)
+    cfg = cfg.model_copy(update={"measure": cfg.measure.model_copy(update={"parity": mode, "parity_examples": 16})})
+    prepared = prepare(cfg, tmp_path / "cache")
+    n_test = len(prepared.features["test"])
+    r = Recipe(cfg, prepared, cache_dir=tmp_path / "cache")
+    for _ in r.fit():
+        pass
+    final = r.finish(tmp_path / "ok")
+    assert final.metrics["parity/ok"] == 1.0
+    assert final.metrics["parity/examples"] == (16 if mode == "sample" else n_test) and n_test > 16
+    load = serialize.load
+
+    def broken(folder):  # a save/load defect: the classifier's bias comes back shifted
+        model = load(folder)
+        with torch.no_grad():
+            model.classifier.bias += torch.tensor([5.0, -5.0])
+        return model
+
+    monkeypatch.setattr(serialize, "load", broken)
+    r = Recipe(cfg, prepared, cache_dir=tmp_path / "cache")
+    for _ in r.fit():
+        pass
+    assert r.finish(tmp_path / "bad").metrics["parity/ok"] == 0.0
