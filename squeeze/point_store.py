@@ -50,14 +50,24 @@ class PointStore:
 
     def save(self, write: Callable[[Path], object], epoch: int) -> dict:
         """Write a checkpoint with ``write(folder)`` and upload it; returns its record (``prune`` drops older ones
-        once the record is in MLflow, so the recorded checkpoint always exists)."""
+        once the record is in MLflow, so the recorded checkpoint always exists). On a local folder it is written in
+        place (under a temporary name, renamed when complete): no second copy of a model-sized checkpoint."""
         import pyarrow.fs
 
         name = f"epoch-{epoch:04d}"
+        target = f"{self.root}/{name}"
+        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
+            partial = Path(f"{target}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            write(partial)
+            record = {"dir": name, "digest": digest(partial)}
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+            return record
         with tempfile.TemporaryDirectory() as tmp:
             write(Path(tmp))
             record = {"dir": name, "digest": digest(tmp)}
-            target = f"{self.root}/{name}"
             self.fs.create_dir(target, recursive=True)
             pyarrow.fs.copy_files(tmp, target, source_filesystem=pyarrow.fs.LocalFileSystem(),
                                   destination_filesystem=self.fs)
@@ -72,7 +82,8 @@ class PointStore:
         import pyarrow.fs
 
         infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.root, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("epoch-"))
+        return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                      and i.base_name.startswith("epoch-") and not i.base_name.endswith(".partial"))
 
     def load(self, record: dict, read: Callable[[Path], object] | None = None) -> None:
         """Download the recorded checkpoint, check its digest, then ``read(folder)`` (``None``: only check).

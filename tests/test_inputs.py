@@ -177,3 +177,19 @@ def test_the_python_api_runs_a_study_from_a_dict_and_returns_the_load_runs_frame
     from squeeze import sweep as driver
 
     assert callable(driver.run) and driver is squeeze.sweep  # the module keeps its functions
+
+
+def test_a_checkpoint_cut_short_is_never_the_one_kept(tmp_path):
+    from squeeze.point_store import PointStore
+
+    store = PointStore(str(tmp_path / "stage"), "pk", keep=1)
+    store.save(lambda d: (d / "w.bin").write_bytes(b"zero"), 0)
+    with pytest.raises(RuntimeError):  # the trial died while writing epoch 1
+        store.save(lambda d: ((d / "w.bin").write_bytes(b"half"), (_ for _ in ()).throw(RuntimeError("killed"))), 1)
+    store.prune()
+    root = tmp_path / "stage" / "points" / "pk"
+    assert (root / "epoch-0000" / "w.bin").read_bytes() == b"zero"  # the complete one survives the prune
+    rec = store.save(lambda d: (d / "w.bin").write_bytes(b"one"), 1)  # the retry rewrites epoch 1 whole
+    got = []
+    store.load(rec, lambda d: got.append((d / "w.bin").read_bytes()))
+    assert got == [b"one"] and not (root / "epoch-0001.partial").exists()
