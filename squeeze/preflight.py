@@ -3,7 +3,8 @@
 The schema (``squeeze.config``) checks each sweep on its own; this module checks what needs more than one
 sweep or knowledge of the model and the machine: a source stage that exists, runs the same task (or is the
 prune stage) on the same model family, a PKD student no deeper than its teacher, ``max_length`` within the
-model's positions, ``device: cuda`` where a GPU can be had.
+model's positions, ``device: cuda`` where a GPU can be had; and the services a run will use: ``RAY_ADDRESS``, the
+storage URI or folder, the cache folder.
 
 Raises ``ConfigError`` naming the sweep and field, with the fix.
 """
@@ -107,3 +108,72 @@ def check(cfg, known_elsewhere=lambda name: False) -> None:
     for i in range(len(cfg.sweeps)):
         check_sources(cfg, i, known_elsewhere)
         check_machine(cfg, i)
+
+
+def check_ray_address(timeout: float = 5.0) -> None:
+    """``RAY_ADDRESS`` must answer before ``ray.init`` is asked to join it (Ray retries a dead address for minutes).
+
+    Raises:
+        ConfigError: naming the address and what is allowed.
+    """
+    import socket
+
+    address = os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local") or address.startswith("ray://"):
+        if address and address.startswith("ray://"):
+            address = address[len("ray://"):]
+        else:
+            return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"RAY_ADDRESS {address!r}: expected HOST:PORT of a running Ray head (or auto)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"RAY_ADDRESS {address!r}: no Ray head answers there ({exc.strerror or exc}); start it "
+                          "(ray start --head, ray up cluster.yaml) or unset RAY_ADDRESS for a private local Ray") from None
+
+
+def writable_folder(path: str, field: str) -> None:
+    """A local folder squeeze writes into (Ray storage, the cache) exists or can be made, and is writable.
+
+    Raises:
+        ConfigError: naming the field and the folder.
+    """
+    from squeeze.folders import why_unwritable
+
+    why = why_unwritable(path)
+    if why:
+        raise ConfigError(f"{field} {path}: {why}")
+
+
+def check_storage(storage_path: str, timeout: float = 20.0) -> None:
+    """A storage URI (``s3://...``) must be reachable and listable before any trial writes to it; a local folder
+    must be writable.
+
+    Raises:
+        ConfigError: naming ``storage_path`` and the reason.
+    """
+    if "://" not in storage_path:
+        return writable_folder(storage_path, "storage_path")
+    import concurrent.futures
+
+    from squeeze.tracking import mask_secrets
+
+    def probe():
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+        fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(probe).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise ConfigError(f"storage_path {mask_secrets(storage_path)}: no answer within {timeout:.0f} s") from None
+    except Exception as exc:
+        raise ConfigError(f"storage_path {mask_secrets(storage_path)}: cannot be used "
+                          f"({type(exc).__name__}: {mask_secrets(str(exc))[:300]})") from None
+    finally:
+        pool.shutdown(wait=False)

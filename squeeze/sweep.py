@@ -90,73 +90,6 @@ def _private_token() -> None:
                 log.warning("could not make Ray's token %s private: %s", path, exc)
 
 
-def check_ray_address(timeout: float = 5.0) -> None:
-    """``RAY_ADDRESS`` must answer before ``ray.init`` is asked to join it (Ray retries a dead address for minutes).
-
-    Raises:
-        ConfigError: naming the address and what is allowed.
-    """
-    import socket
-
-    address = os.environ.get("RAY_ADDRESS")
-    if not address or address in ("auto", "local") or address.startswith("ray://"):
-        if address and address.startswith("ray://"):
-            address = address[len("ray://"):]
-        else:
-            return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"RAY_ADDRESS {address!r}: expected HOST:PORT of a running Ray head (or auto)")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"RAY_ADDRESS {address!r}: no Ray head answers there ({exc.strerror or exc}); start it "
-                          "(ray start --head, ray up cluster.yaml) or unset RAY_ADDRESS for a private local Ray") from None
-
-
-def writable_folder(path: str, field: str) -> None:
-    """A local folder squeeze writes into (Ray storage, the cache) exists or can be made, and is writable.
-
-    Raises:
-        ConfigError: naming the field and the folder.
-    """
-    from squeeze.folders import why_unwritable
-
-    why = why_unwritable(path)
-    if why:
-        raise ConfigError(f"{field} {path}: {why}")
-
-
-def check_storage(storage_path: str, timeout: float = 20.0) -> None:
-    """A storage URI (``s3://...``) must be reachable and listable before any trial writes to it; a local folder
-    must be writable.
-
-    Raises:
-        ConfigError: naming ``storage_path`` and the reason.
-    """
-    if "://" not in storage_path:
-        return writable_folder(storage_path, "storage_path")
-    import concurrent.futures
-
-    def probe():
-        import pyarrow.fs
-
-        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
-        fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        pool.submit(probe).result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise ConfigError(f"storage_path {tracking.mask_secrets(storage_path)}: no answer within {timeout:.0f} s") from None
-    except Exception as exc:
-        raise ConfigError(f"storage_path {tracking.mask_secrets(storage_path)}: cannot be used "
-                          f"({type(exc).__name__}: {tracking.mask_secrets(str(exc))[:300]})") from None
-    finally:
-        pool.shutdown(wait=False)
-
-
 def has_autoscaler() -> bool:
     """Does this Ray cluster have an autoscaler with node types to launch? Every Ray publishes an autoscaler
     status, but one started without an autoscaling config (a local Ray, `ray start` by hand) runs Ray's
@@ -493,10 +426,10 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
     sweeps = plan(cfg, only)
     uri = tracking.resolve_uri(tracking_uri, cfg.tracking_uri)
     tracking.check_reachable(uri)
-    check_ray_address()
-    writable_folder(cfg.cache_dir, "cache_dir")
+    preflight.check_ray_address()
+    preflight.writable_folder(cfg.cache_dir, "cache_dir")
     if "://" in cfg.storage_path:
-        check_storage(cfg.storage_path)
+        preflight.check_storage(cfg.storage_path)
     preflight.check(cfg, known_elsewhere=lambda name: tracking.finished_sweep_exists(uri, cfg.experiment, name))
     cache = Path(cfg.cache_dir).resolve()
     # data errors surface now; a sweep with a source is tokenized later, with its source's tokenizer
@@ -512,7 +445,7 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
         return [SweepOutcome(s.name, None, pd.DataFrame([{"sweep": s.name, **(prepared[s.name].sizes if prepared[s.name] else {})}]),
                              0, True) for s in sweeps]
     if "://" not in cfg.storage_path:
-        check_storage(cfg.storage_path)  # a local folder, made now that the input is known good
+        preflight.check_storage(cfg.storage_path)  # a local folder, made now that the input is known good
     experiment_id = tracking.ensure_experiment(uri, cfg.experiment, cfg.artifact_location)
     init_ray()  # once, here: the stages' threads share it
     check_resources(cfg)
