@@ -152,6 +152,20 @@ def table4_wide(t: pd.DataFrame, task: str | None = None, df: pd.DataFrame | Non
     return wide.sort_values(["task", "_o"])[cols].fillna("")
 
 
+def _post_training(label: str) -> bool:
+    """Does a technique label (``dq+imp``, ``gptq+sparsegpt``) name a post-training technique (no learning rate)?"""
+    from squeeze.registry import get_technique_class
+
+    names = [get_technique_class(t) for t in str(label).split("+") if t in _known_techniques()]
+    return any(c.post_training for c in names)
+
+
+def _known_techniques() -> set[str]:
+    from squeeze.registry import TECHNIQUES
+
+    return set(TECHNIQUES)
+
+
 def table3(df: pd.DataFrame) -> pd.DataFrame:
     """The settings of each task x technique: model, epochs, batch size, learning rates, trials, X/Y."""
     rows = []
@@ -159,7 +173,7 @@ def table3(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({"task": task, "technique": tech, "model": ", ".join(sorted(map(str, g["model"].dropna().unique()))),
                      "epochs": ", ".join(sorted(map(str, g.get("epochs", pd.Series(dtype=str)).dropna().unique()))),
                      "batch size": ", ".join(sorted(map(str, g.get("batch_size", pd.Series(dtype=str)).dropna().unique()))),
-                     "learning rates": ", ".join(f"{v:g}" for v in sorted(g["lr"].dropna().unique())) if tech not in ("dq", "dq+imp") else "-",
+                     "learning rates": ", ".join(f"{v:g}" for v in sorted(g["lr"].dropna().unique())) if not _post_training(tech) else "-",
                      "X": ", ".join(f"{v:g}" for v in sorted(g["X"].dropna().unique())) if "X" in g else "",
                      "Y": ", ".join(f"{v:g}" for v in sorted(g["Y"].dropna().unique())) if "Y" in g else "",
                      "trials": len(g), "train split": g.get("data.n_train", pd.Series([""])).iloc[0]})
@@ -191,9 +205,25 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
                 row[label] = g[col].sum(min_count=len(g)) if g[col].notna().all() else float("nan")
             else:
                 row[label] = best.at[(task, tech), col] if (task, tech) in best.index else float("nan")
+        runtime = best.at[(task, tech), "latency/runtime"] if "latency/runtime" in best and (task, tech) in best.index else None
+        row["served by"] = runtime if isinstance(runtime, str) else ""
         rows.append(row)
     t = pd.DataFrame(rows)
+    _against_baseline(t)
     return t.sort_values(["task", "technique"], key=lambda s: s.map(_order) if s.name == "technique" else s, ignore_index=True)
+
+
+def _against_baseline(t: pd.DataFrame) -> None:
+    """Each technique's size ratio and measured CPU speed-up against its task's baseline, side by side: a format
+    whose runtime has no fast kernel here shows its size saving next to a speed-up near (or below) 1."""
+    t["size ratio"], t["CPU speed-up (measured)"] = float("nan"), float("nan")
+    for task, g in t.groupby("task"):
+        base = g[g["technique"] == "baseline"]
+        if base.empty:
+            continue
+        b = base.iloc[0]
+        t.loc[g.index, "size ratio"] = g["size on disk (MB)"] / b["size on disk (MB)"]
+        t.loc[g.index, "CPU speed-up (measured)"] = b["CPU ms/example"] / g["CPU ms/example"]
 
 
 def render(t: pd.DataFrame, fmt: str) -> str:

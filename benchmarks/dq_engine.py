@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     from run import machine
-    from squeeze import config, quant, serialize
+    from squeeze import config, quant, formats
     from squeeze.prepare import prepare
     from squeeze.registry import get_task
 
@@ -62,10 +62,10 @@ def main() -> None:
                                                          tracking_uri=args.tracking_uri)
             row = {"run_id": r.info.run_id, "lr": r.data.params.get("train.lr"), "seed": r.data.params.get("train.seed"),
                    "logged_fp32": r.data.metrics["test/" + task.primary_metric]}
-            row["fp32"] = score(serialize.load(folder))
+            row["fp32"] = score(formats.load(folder))
             for engine in engines:
                 torch.backends.quantized.engine = engine
-                row[engine] = score(quant.dynamic_int8(serialize.load(folder)))
+                row[engine] = score(quant.dynamic_int8(formats.load(folder)))
             rows.append(row)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
     out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-dq-engine.json"

@@ -92,11 +92,12 @@ def step_profile(loop, steps: int = 6) -> dict:
 
 
 def bench_dq_vs_ort(model_of, prepared, reps: int) -> dict:
-    """squeeze's ONNX Runtime DQ backend (``squeeze.onnxrt``: export, checked, ``quantize_dynamic``) latency / its
+    """squeeze's ONNX Runtime DQ backend (``squeeze.formats.onnx_int8``: export, checked, ``quantize_dynamic``) latency / its
     ``torch.ao`` DQ latency, same MiniLM classifier, same real test batches (batch 1 and 8), same threads."""
     import onnxruntime as ort
 
-    from squeeze import measure, onnxrt
+    from squeeze import measure
+    from squeeze.formats import onnx_int8 as onnxrt
     from squeeze.techniques.dq import quantize
 
     batches = {b: onnxrt.example_batch(prepared.features["test"][:b], prepared.pad_id) for b in (1, 8)}

@@ -157,37 +157,37 @@ def bench_dq(prepared, reps: int) -> dict:
 
 
 def bench_sizes(prepared) -> dict:
-    from squeeze import serialize
+    from squeeze import formats
     from squeeze.techniques import imp
     from squeeze.techniques.dq import quantize
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        serialize.save(_model(prepared), t / "fp32", auto_class="AutoModelForSequenceClassification")
+        formats.save(_model(prepared), t / "fp32", auto_class="AutoModelForSequenceClassification")
         q, _ = quantize(_model(prepared).eval(), embeddings=True)
-        serialize.save(q, t / "int8", auto_class="AutoModelForSequenceClassification")
+        formats.save(q, t / "int8", auto_class="AutoModelForSequenceClassification")
         q_plain, _ = quantize(_model(prepared).eval(), embeddings=False)
-        serialize.save(q_plain, t / "int8_plain", auto_class="AutoModelForSequenceClassification")
-        fp32 = serialize.disk_bytes(t / "fp32")
-        out["int8_size_ratio"] = summary([serialize.disk_bytes(t / "int8") / fp32],
-                                         plain_dq_ratio=serialize.disk_bytes(t / "int8_plain") / fp32, fp32_mb=fp32 / 2**20,
+        formats.save(q_plain, t / "int8_plain", auto_class="AutoModelForSequenceClassification")
+        fp32 = formats.disk_bytes(t / "fp32")
+        out["int8_size_ratio"] = summary([formats.disk_bytes(t / "int8") / fp32],
+                                         plain_dq_ratio=formats.disk_bytes(t / "int8_plain") / fp32, fp32_mb=fp32 / 2**20,
                                          note="embeddings int8 weight-only; plain_dq_ratio leaves them fp32")
         model = _model(prepared)
         w = imp.prune_to(model, 0.7)
-        serialize.save(model, t / "sparse", auto_class="AutoModelForSequenceClassification")
-        packed = serialize.stored_bytes(t / "sparse", w)
+        formats.save(model, t / "sparse", auto_class="AutoModelForSequenceClassification")
+        packed = formats.stored_bytes(t / "sparse", w)
         dense = sum(v.numel() * 4 for v in w.values())
         out["sparse70_size_ratio"] = summary([packed / dense], note="bitmask + fp32 values of the pruned tensors")
-        out["sparse70_model_size_ratio"] = summary([serialize.disk_bytes(t / "sparse") / fp32], note="whole model, embeddings dense")
+        out["sparse70_model_size_ratio"] = summary([formats.disk_bytes(t / "sparse") / fp32], note="whole model, embeddings dense")
     return out
 
 
 def bench_pkd(sweep, prepared, cache: Path, reps: int) -> dict:
-    from squeeze import serialize
+    from squeeze import formats
 
     with tempfile.TemporaryDirectory() as tmp:
-        serialize.save(_model(prepared), Path(tmp) / "teacher", auto_class="AutoModelForSequenceClassification")
+        formats.save(_model(prepared), Path(tmp) / "teacher", auto_class="AutoModelForSequenceClassification")
 
         def trial(cached: bool) -> float:
             pkd = sweep.model_copy(update={"technique": ["pkd"], "params": {

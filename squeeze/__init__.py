@@ -33,11 +33,11 @@ def load(path):
     Returns:
         the ``torch.nn.Module`` (a transformers model, int8 layers included); its tokenizer is in the same folder.
     """
-    from squeeze import serialize
+    from squeeze import formats
 
     path = str(path)
     if ":/" in path:
         import mlflow
 
         path = mlflow.artifacts.download_artifacts(artifact_uri=path)
-    return serialize.load(path)
+    return formats.load(path)

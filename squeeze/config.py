@@ -96,7 +96,7 @@ class ModelCfg(_Strict):
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-                "squeeze.safetensors")  # the last: a squeeze folder of int8 or sparse weights (squeeze.serialize)
+                "squeeze.safetensors")  # the last: a squeeze folder of int8 or sparse weights (squeeze.formats)
 
 
 def check_model_dir(path: Path, shown: str) -> None:

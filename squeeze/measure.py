@@ -17,30 +17,11 @@ from typing import Callable
 import torch
 
 
-def _tensors(model: torch.nn.Module):
-    from torch.ao.nn.quantized.dynamic import Linear as QLinear
-
-    seen = set()
-    for m in model.modules():
-        if isinstance(m, QLinear):
-            w = m.weight()
-            yield w.int_repr()
-            if m.bias() is not None:
-                yield m.bias()
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            yield t
-
-
 def size(model: torch.nn.Module) -> dict[str, float]:
-    """Parameter count, non-zero count and bytes in memory (int8 weights counted as stored)."""
-    if hasattr(model, "size_metrics"):  # an ONNX Runtime model (squeeze.onnxrt) counts its graph's weights
-        return model.size_metrics()
-    ts = list(_tensors(model))
-    return {"size/params": float(sum(t.numel() for t in ts if t.is_floating_point() or t.dtype == torch.int8)),
-            "size/nonzero": float(sum(int(torch.count_nonzero(t)) for t in ts if t.is_floating_point() or t.dtype == torch.int8)),
-            "size/memory_mb": sum(t.numel() * t.element_size() for t in ts) / 2**20}
+    """Parameter count, non-zero count and bytes in memory, as the model's codec stores it (int8 counted as int8)."""
+    from squeeze import formats
+
+    return formats.of(model).size(model)
 
 
 def percentile(values: list[float], q: float) -> float:

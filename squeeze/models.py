@@ -83,10 +83,10 @@ def from_source(directory: str | Path, auto_class: str, tokenizer, *, seed: int,
     the source; what the source lacks (BERT's pooler: an MLM has none) stays pre-trained, as in every other
     technique's model. ``model.squeeze_init`` counts the tensors taken from each.
     """
-    from squeeze import serialize
+    from squeeze import formats
 
-    source = serialize.load(directory)
-    if serialize.read_format(directory)["auto_class"] == auto_class:
+    source = formats.load(directory)
+    if formats.read_format(directory)["auto_class"] == auto_class:
         model = fit_embeddings(source, tokenizer).train()
         model.squeeze_init = {"init/from_source": len(model.state_dict()), "init/from_pretrained": 0}
         return model

@@ -6,10 +6,12 @@ any size tokenizes once, and trials on other nodes need no shared filesystem.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +82,11 @@ def _hash_once(path: str, size: int, mtime_ns: int) -> str:
 
 
 def _write(path: Path, rows: list[dict]) -> None:
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, (t := pa.Table.from_pylist(rows)).schema) as w:
+    """Written whole under a temporary name, then renamed: a reader never maps a file being rewritten."""
+    tmp = path.with_name(path.name + ".partial")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, (t := pa.Table.from_pylist(rows)).schema) as w:
         w.write_table(t)
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> list[dict]:
@@ -152,9 +157,18 @@ def prepare(sweep, cache_dir: str | Path, tokenizer_dir: str | Path | None = Non
     """
     key = cache_key(sweep, tokenizer_dir)
     d = Path(cache_dir) / "encoded" / key
-    cached = _load_cached(d, sweep)
-    if cached is not None:
-        return cached
+    d.parent.mkdir(parents=True, exist_ok=True)
+    # one writer per cache folder: stages that start together (a DAG's siblings over one baseline) and trials read
+    # and write the same files; rewriting a file another thread has memory-mapped kills the process (SIGBUS)
+    with open(str(d) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _load_cached(d, sweep)
+        if cached is not None:
+            return cached
+        return _prepare(sweep, d, key, cache_dir, tokenizer_dir)
+
+
+def _prepare(sweep, d: Path, key: str, cache_dir, tokenizer_dir) -> Prepared:
     task = get_task(sweep.task)
     bundle = load_splits(task, sweep.data)
     labels = task.labels(bundle.splits)

@@ -4,7 +4,7 @@
     model = mlflow.pyfunc.load_model("runs:/<run id>/model")      # or a folder, or models:/<name>/<version>
     model.predict(pd.DataFrame({"text": ["a great film", "dull"]}))  # sentiment: labels; NER: tags; dialogue: replies
 
-The loader reads squeeze's own format (int8, sparse) through ``squeeze.serialize``: nothing is unpickled, and the
+The loader reads squeeze's own format (int8, sparse) through ``squeeze.formats`` (its codec): nothing is unpickled, and the
 model predicts exactly as it was evaluated. ``mlflow.register_model`` takes the same URI.
 """
 
@@ -39,12 +39,12 @@ class SqueezeModel:
     def __init__(self, path: str | Path):
         import transformers
 
-        from squeeze import serialize
+        from squeeze import formats
         from squeeze.registry import get_task
 
-        self.model = serialize.load(path)
+        self.model = formats.load(path)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        task = serialize.read_format(path).get("task")
+        task = formats.read_format(path).get("task")
         if task is None:
             raise ValueError(f"{path}: the folder does not say its task (saved before squeeze recorded it)")
         self.task = get_task(task)

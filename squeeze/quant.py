@@ -1,20 +1,17 @@
-"""Int8 building blocks: Conv1D -> Linear, dynamic int8 Linear, int8 embeddings, fake quant.
+"""Conv1D -> Linear, and the fake quantization QAT trains through.
 
-Backend choice (measured, see benchmarks/): ``torch.ao.quantization.quantize_dynamic`` is
-deprecated but runs int8 GEMMs on x86 CPUs (1.44x fp32 on MiniLM, 2 threads); torchao's
-``Int8DynamicActivationInt8WeightConfig`` ran 17-22x *slower* than fp32 on the same CPU. So
-``dynamic_int8`` uses ``torch.ao`` and stays the one place to swap when that changes.
+The int8 forms QAT and DQ produce (dynamic int8 Linear, int8 embeddings) are the ``torch`` codec's and live in
+``squeeze.formats.torch_native``; they are imported here for the techniques that build them.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-QMAX = 127
+from squeeze.formats.torch_native import (QMAX, Int8Embedding, count_quantized,  # noqa: F401
+                                         dynamic_int8, is_int8, quantize_embeddings, row_scale)
 
 
 def conv1d_to_linear(model: nn.Module) -> int:
@@ -39,72 +36,6 @@ def conv1d_to_linear(model: nn.Module) -> int:
     return count
 
 
-def dynamic_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8 per tensor, activations at run time).
-
-    Raises:
-        ValueError: when the model has no ``nn.Linear`` to quantize.
-    """
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise ValueError(f"{type(model).__name__} has no nn.Linear layer: dynamic int8 quantization would change nothing")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(model.to("cpu").eval(), {nn.Linear}, dtype=torch.qint8)
-
-
-def count_quantized(model: nn.Module) -> dict[str, int]:
-    """How many Linear layers are int8, and how many are still float."""
-    from torch.ao.nn.quantized.dynamic import Linear as QLinear
-
-    q = sum(isinstance(m, QLinear) for m in model.modules())
-    f = sum(type(m) is nn.Linear for m in model.modules())
-    e = sum(isinstance(m, Int8Embedding) for m in model.modules())
-    return {"quant/int8_linear": q, "quant/float_linear": f, "quant/int8_embedding": e}
-
-
-def _row_scale(w: torch.Tensor) -> torch.Tensor:
-    return (w.abs().amax(dim=1, keepdim=True) / QMAX).clamp(min=1e-12)
-
-
-class Int8Embedding(nn.Module):
-    """Weight-only int8 embedding: int8 rows with one fp32 scale per row."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None):
-        super().__init__()
-        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
-        self.register_buffer("qweight", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))
-        self.register_buffer("scale", torch.ones(num_embeddings, 1))
-
-    @classmethod
-    def from_float(cls, emb: nn.Embedding) -> "Int8Embedding":
-        out = cls(emb.num_embeddings, emb.embedding_dim, emb.padding_idx)
-        w = emb.weight.detach().float().cpu()
-        s = _row_scale(w)
-        out.qweight.copy_(torch.clamp(torch.round(w / s), -QMAX, QMAX).to(torch.int8))
-        out.scale.copy_(s)
-        return out
-
-    @property
-    def weight(self) -> torch.Tensor:  # what code that reads embeddings.weight expects
-        return self.qweight.float() * self.scale
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.qweight[ids].float() * self.scale[ids]
-
-
-def quantize_embeddings(model: nn.Module) -> int:
-    """Replace every ``nn.Embedding`` by an ``Int8Embedding`` in place; returns the count."""
-    count = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Embedding:
-                setattr(module, name, Int8Embedding.from_float(child))
-                count += 1
-    return count
-
-
 class FakeQuantWeight(nn.Module):
     """Int8 fake quantization of a weight with a straight-through gradient, exactly as the deployed kernel rounds.
 
@@ -119,7 +50,7 @@ class FakeQuantWeight(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.per_row:
-            scale, lo, hi = _row_scale(w.detach()), -QMAX, QMAX
+            scale, lo, hi = row_scale(w.detach()), -QMAX, QMAX
         else:
             scale, lo, hi = (w.detach().abs().max() / 127.5).clamp(min=torch.finfo(torch.float32).eps), -128, 127
         q = torch.clamp(torch.round(w / scale), lo, hi) * scale
@@ -171,10 +102,3 @@ def remove_fake_quant(model: nn.Module, handles) -> None:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
     for handle in handles:
         handle.remove()
-
-
-def is_int8(model: nn.Module) -> bool:
-    """Does the model hold int8 layers (which run on CPU only)?"""
-    from torch.ao.nn.quantized.dynamic import Linear as QLinear
-
-    return getattr(model, "cpu_only", False) or any(isinstance(m, (QLinear, Int8Embedding)) for m in model.modules())

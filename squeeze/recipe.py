@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 import yaml
 
-from squeeze import checkpoint, measure, models, pyfunc, quant, serialize, telemetry
+from squeeze import checkpoint, formats, measure, models, pyfunc, quant, telemetry
 from squeeze.loop import EpochResult, Loop, seed_everything
 from squeeze.prepare import Prepared
 from squeeze.registry import get_task, get_technique_class
@@ -139,7 +139,8 @@ class Recipe:
         eval_meter.stop()
         costs, tags = self._costs(eval_meter)
         final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}, **costs}
-        final.update(measure.size(model))
+        codec = formats.of(model)
+        final.update(codec.size(model))
         if self.cfg.measure.latency:  # CPU latency: measured by the driver after the sweep, alone (squeeze.sweep)
             lat, lat_tags = self._gpu_latency(model, eval_on)
             final.update(lat)
@@ -152,8 +153,7 @@ class Recipe:
         final.update(self.init_info)
         self._write(out, model, predictions)
         final.update(self._parity(out / "model", model, test, eval_on))
-        emb = (model.embedding_bytes() if hasattr(model, "embedding_bytes") else
-               serialize.stored_bytes(out / "model", serialize.embedding_tensors(model))) / 2**20
+        emb = codec.embedding_bytes(model, out / "model") / 2**20
         final.update({"size/embeddings_mb": emb, "size/rest_mb": final["size/disk_mb"] - emb,
                       "size/embeddings_int8": float(any(isinstance(m, quant.Int8Embedding) for m in model.modules())
                                                     or final.get("quant/int8_embeddings", 0.0) > 0)})
@@ -177,9 +177,9 @@ class Recipe:
 
     def _gpu_latency(self, model, eval_on) -> tuple[dict, dict]:
         """CUDA-event latency on the trial's own GPU (CPU latency is measured after the sweep, alone)."""
-        int8 = quant.is_int8(model)
-        if not torch.cuda.is_available() or int8:
-            return {}, {"latency/gpu": "int8 runs on CPU only" if int8 else "no GPU"}
+        codec = formats.of(model)
+        if not torch.cuda.is_available() or "cuda" not in codec.devices:
+            return {}, {"latency/gpu": f"{codec.name} runs on CPU only" if torch.cuda.is_available() else "no GPU"}
         tc, m = self.cfg.train, self.cfg.measure
         out, tags = measure.latency(model, self.prepared.features["test"], self.prepared.pad_id, device="cuda",
                                     batch_size=tc.eval_batch_size, threads=self.threads, repeats=m.latency_repeats,
@@ -188,8 +188,7 @@ class Recipe:
         return out, tags
 
     def _write(self, out: Path, model, predictions: list[dict]) -> None:
-        conv1d = any(h.conv1d_to_linear for h in self.hooks)
-        serialize.save(model, out / "model", auto_class=self.head, conv1d_to_linear=conv1d, task=self.cfg.task)
+        formats.save(model, out / "model", auto_class=self.head, task=self.cfg.task)
         self.prepared.tokenizer.save_pretrained(out / "model")
         pyfunc.add_flavor(out / "model", self.cfg.task)  # an MLflow Model: mlflow.pyfunc.load_model, register_model
         (out / "predictions").mkdir(parents=True, exist_ok=True)
@@ -210,7 +209,7 @@ class Recipe:
         if m.parity == "sample" and n > m.parity_examples:
             subset = sorted(random.Random(0).sample(range(n), m.parity_examples))
             test, _ = self.evaluate(model, "test", on=eval_on, subset=subset)
-        reloaded = serialize.load(model_dir).to(eval_on)
+        reloaded = formats.load(model_dir).to(eval_on)
         again, _ = self.evaluate(reloaded, "test", on=eval_on, subset=subset)
         primary = self.task.primary_metric
         diff = abs(again[primary] - test[primary])
@@ -220,4 +219,4 @@ class Recipe:
         tol = 1e-5 * max(1.0, abs(test[primary])) if torch.device(eval_on).type == "cuda" else 0.0
         return {"parity/ok": float(diff <= tol), "parity/abs_diff": diff, "parity/tolerance": tol,
                 "parity/examples": float(len(subset) if subset is not None else n),
-                "size/disk_mb": serialize.disk_bytes(model_dir) / 2**20}
+                "size/disk_mb": formats.disk_bytes(model_dir) / 2**20}

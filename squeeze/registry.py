@@ -25,6 +25,13 @@ TECHNIQUES: dict[str, str] = {
     "imp": "squeeze.techniques.imp:Imp",
     "dq": "squeeze.techniques.dq:DQ",
     "qat": "squeeze.techniques.qat:QAT",
+    "rtn": "squeeze.techniques.oneshot:RTN",
+    "gptq": "squeeze.techniques.oneshot:GPTQ",
+    "awq": "squeeze.techniques.oneshot:AWQ",
+    "magnitude": "squeeze.techniques.oneshot:Magnitude",
+    "wanda": "squeeze.techniques.oneshot:Wanda",
+    "sparsegpt": "squeeze.techniques.oneshot:SparseGPT",
+    "smoothquant": "squeeze.techniques.oneshot:SmoothQuant",
 }
 
 

@@ -365,7 +365,8 @@ def check_prepared(sweep: SweepCfg, prepared: Prepared) -> None:
 def latency_pass(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: str, parent_id: str, cache: str) -> None:
     """CPU latency of every finished trial's saved model, measured here after the sweep, one model at a time with
     the CPU to itself (inside trials that share the CPU, two identical MiniLM baselines measured 23.9 vs 12.4 ms)."""
-    from squeeze import measure, serialize
+    from squeeze import formats, measure
+    from squeeze.formats.onnx_int8 import example_batch
 
     if not sweep.measure.latency:
         return
@@ -373,11 +374,13 @@ def latency_pass(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: s
     todo = tracking.finished_children(uri, experiment_id, parent_id, without_tag="latency/cpu_measured")
     for k, run_id in enumerate(todo, 1):  # a resumed stage measures only the models not measured before
         console.say(f"[{sweep.name}] latency pass: model {k} of {len(todo)} (run {run_id[:8]})")
-        model = serialize.load(tracking.download_model(uri, run_id, cache))
+        model = formats.load(tracking.download_model(uri, run_id, cache))
+        model, runtime = formats.of(model).serving(model, example_batch(prepared.features["test"][:2], prepared.pad_id))
         metrics, tags = measure.latency(model, prepared.features["test"], prepared.pad_id, device="cpu", threads=threads,
                                         batch_size=sweep.train.eval_batch_size, repeats=sweep.measure.latency_repeats,
                                         examples=sweep.measure.latency_examples)
-        tracking.log_to_run(uri, run_id, metrics, {**tags, "latency/cpu_measured": "after the sweep, alone on the driver"})
+        tracking.log_to_run(uri, run_id, metrics, {**tags, "latency/cpu_measured": "after the sweep, alone on the driver",
+                                                   "latency/runtime": runtime})
 
 
 def _say_counts(sweep: SweepCfg, prepared: Prepared) -> None:

@@ -26,6 +26,19 @@ def tiny_sweep(task="sentiment", preset="tiny-bert", size=120, technique=("finet
     return config.parse({"experiment": "t", "sweeps": [doc]}).sweeps[0]
 
 
+def run_recipe(cfg, cache, out, source=None):
+    """One trial through the trial's own recipe, checked for save -> reload parity; (final, model folder, prepared)."""
+    prepared = prepare(cfg, cache, tokenizer_dir=source)
+    r = Recipe(cfg, prepared, cache_dir=cache, source_dir=source)
+    for _ in r.fit():
+        pass
+    final = r.finish(out)
+    assert final.metrics["parity/ok"] == 1.0, (cfg.technique, final.metrics["parity/abs_diff"])
+    if not torch.cuda.is_available():
+        assert final.metrics["parity/tolerance"] == 0.0  # the CPU gets no slack: reloaded means identical
+    return final, str(out / "model"), prepared
+
+
 def tiny_model(sweep, prepared, seed=0):
     task = get_task(sweep.task)
     return models.build_model(sweep.model.name, task.head(prepared.tokenizer), prepared.tokenizer, seed=seed,

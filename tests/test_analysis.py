@@ -64,6 +64,22 @@ def test_cost_table_never_sums_partially():
     assert math.isnan(c.at["pkd", "kWh (sweep)"])
 
 
+def test_cost_table_sets_each_measured_speed_up_beside_its_size_ratio():
+    df = _runs()
+    df["latency/runtime"] = ["torch", "torch", "torch", "torch", "torch.ao dynamic int8", "torch dense kernels: no "
+                             "speed-up from sparsity here", "torch"]
+    c = tables.cost_table(df).set_index("technique")
+    assert c.at["dq", "size ratio"] == pytest.approx(0.25) and c.at["dq", "CPU speed-up (measured)"] == pytest.approx(10 / 7)
+    assert c.at["imp", "size ratio"] == pytest.approx(150 / 400) and c.at["imp", "CPU speed-up (measured)"] == 1.0
+    assert c.at["imp", "served by"].startswith("torch dense kernels: no speed-up") and c.at["baseline", "size ratio"] == 1
+
+
+def test_gptq_and_its_compositions_are_post_training_in_table3():
+    df = _runs()
+    df.loc[df["technique"] == "dq", "technique"] = "gptq+sparsegpt"
+    assert tables.table3(df).set_index("technique").at["gptq+sparsegpt", "learning rates"] == "-"
+
+
 def test_table3_settings():
     t = tables.table3(_runs()).set_index("technique")
     assert t.at["baseline", "trials"] == 3 and t.at["dq", "learning rates"] == "-" and t.at["imp", "X"] == "0.7"

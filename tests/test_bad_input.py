@@ -25,7 +25,9 @@ def doc(*sweeps, **top):
 
 def sweep(**kw):
     out = copy.deepcopy(BASE)
-    if "dq" in kw.get("technique", []):
+    from squeeze.registry import TECHNIQUES, get_technique_class
+
+    if any(get_technique_class(t).post_training for t in kw.get("technique", []) if t in TECHNIQUES):
         out["train"]["epochs"] = 0  # post-training
     for key, value in kw.items():
         node = out
@@ -302,6 +304,29 @@ CASES = [
      "--out /proc/no: cannot be created"),
     # ---- commands
     ("missing sweep file", lambda w: None, ["sweep", "nope.yaml"], "nope.yaml: no such sweep file"),
+    ("gptq without source", yml(doc(sweep(technique=["gptq"]))), RUN, "technique 'gptq' needs `source"),
+    ("gptq of a gptq stage", yml(doc(BASELINE, sweep(name="q1", technique=["gptq"], source={"sweep": "base"}),
+                                     sweep(name="q2", technique=["gptq"], source={"sweep": "q1"}))), RUN, "already ran 'gptq'"),
+    ("three-bit gptq", yml(doc(BASELINE, sweep(technique=["gptq"], source={"sweep": "base"}, params={"gptq": {"bits": 3}}))),
+     RUN, "params.gptq.bits"),
+    ("a group size no kernel holds", yml(doc(BASELINE, sweep(technique=["awq"], source={"sweep": "base"},
+                                                             params={"awq": {"group_size": 24}}))), RUN,
+     "group_size must be -1 (per output row) or a multiple of 16"),
+    ("n:m that is not", yml(doc(BASELINE, sweep(technique=["wanda"], source={"sweep": "base"},
+                                                params={"wanda": {"pattern": "4:4"}}))), RUN, "pattern: '4:4' is not N:M"),
+    ("sparsity against its pattern", yml(doc(BASELINE, sweep(technique=["sparsegpt"], source={"sweep": "base"}, params={
+        "sparsegpt": {"pattern": "2:4", "sparsity": 0.7}}))), RUN, "sparsity: 0.7 disagrees with pattern 2:4"),
+    ("a searched pattern that is not n:m", yml(doc(BASELINE, sweep(technique=["sparsegpt"], source={"sweep": "base"},
+        search_space={"sparsegpt.pattern": {"grid_search": ["2:4", "2-4"]}}))), RUN, "'2-4' is not N:M"),
+    ("no calibration examples", yml(doc(BASELINE, sweep(technique=["gptq"], source={"sweep": "base"},
+                                                        params={"gptq": {"calibration": {"examples": 0}}}))), RUN,
+     "params.gptq.calibration.examples"),
+    ("a calibration key misspelt", yml(doc(BASELINE, sweep(technique=["rtn"], source={"sweep": "base"},
+                                                           params={"rtn": {"calibration": {"sample": 8}}}))), RUN,
+     "params.rtn.calibration.sample: unknown key"),
+    ("smoothquant alpha beyond 1", yml(doc(BASELINE, sweep(technique=["smoothquant"], source={"sweep": "base"},
+                                                            params={"smoothquant": {"alpha": 2}}))), RUN,
+     "params.smoothquant.alpha"),
     ("ls without a store", lambda w: None, ["ls", "--experiment", "x"], "no MLflow store at"),
     ("report without a store", lambda w: None, ["report", "--experiment", "x"], "no MLflow store at"),
     ("ls of an unknown experiment", lambda w: __import__("squeeze.tracking").tracking.ensure_experiment(

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from helpers import prepared_for, recipe, tiny_model, tiny_sweep
-from squeeze import families, models, quant, serialize
+from squeeze import families, models, quant, formats
+from squeeze.formats import torch_native
 from squeeze.techniques import imp
 from squeeze.tasks.base import to_device
 
@@ -28,7 +29,7 @@ def test_imp_classifier_keeps_the_pretrained_pooler(tmp_path, minilm_tok):
     technique's model has, and the pruned encoder from the source."""
     mlm = models.build_model("minilm", "AutoModelForMaskedLM", minilm_tok, seed=0)
     imp.prune_to(mlm, 0.5)
-    serialize.save(mlm, tmp_path / "pruned", auto_class="AutoModelForMaskedLM")
+    formats.save(mlm, tmp_path / "pruned", auto_class="AutoModelForMaskedLM")
     cls = models.from_source(tmp_path / "pruned", "AutoModelForSequenceClassification", minilm_tok, seed=0,
                              labels=["neg", "pos"], pretrained="minilm")
     base = models.build_model("minilm", "AutoModelForSequenceClassification", minilm_tok, seed=0, labels=["neg", "pos"])
@@ -80,7 +81,7 @@ def test_prune_stage_saves_the_model_at_exactly_x_not_an_earlier_better_epoch(tm
             assert 0 < r.hooks[0].n_pruned < r.hooks[0].target
     r.loop.best_weights, r.loop.state.best_epoch = first, 0
     final = r.finish(tmp_path / "out")
-    weights = imp.prunable(serialize.load(tmp_path / "out" / "model"))
+    weights = imp.prunable(formats.load(tmp_path / "out" / "model"))
     total = sum(w.numel() for w in weights.values())
     assert sum(int((w == 0).sum()) for w in weights.values()) == round(0.5 * total)
     assert final.metrics["prune/final_sparsity"] == pytest.approx(0.5, abs=1 / total)
@@ -133,8 +134,8 @@ def test_minus_zero_survives_sparse_packing(tmp_path):
     w = torch.zeros(64, 8)
     w[0, 0], w[1, 1], w[2, 2] = -0.0, 1.5, -2.0
     out, sparse = {}, {}
-    serialize._pack("w", w, out, sparse)
-    back = serialize._unpack(out, sparse)["w"]
+    torch_native._pack("w", w, out, sparse)
+    back = torch_native._unpack(out, sparse)["w"]
     assert "w" in sparse and torch.equal(back.view(torch.int32), w.view(torch.int32))  # bit for bit, sign included
     del model
 
@@ -196,13 +197,13 @@ def test_tied_embeddings_are_stored_once(tmp_path):
     prepared = prepared_for(sweep, tmp_path)
     model = tiny_model(sweep, prepared).eval()
     assert families.tied_embeddings(model)
-    serialize.save(model, tmp_path / "m", auto_class="AutoModelForCausalLM")
+    formats.save(model, tmp_path / "m", auto_class="AutoModelForCausalLM")
     from safetensors import safe_open
 
     with safe_open(tmp_path / "m" / "model.safetensors", "pt") as f:
         keys = set(f.keys())
     assert "transformer.wte.weight" in keys and "lm_head.weight" not in keys
-    back = serialize.load(tmp_path / "m")
+    back = formats.load(tmp_path / "m")
     ids = torch.arange(1, 20).unsqueeze(0)
     with torch.no_grad():
         assert torch.equal(back(input_ids=ids).logits, model(input_ids=ids).logits)

@@ -383,3 +383,31 @@ def test_a_data_file_counts_in_a_stage_identity_by_its_contents_not_its_modifica
     f.write_text(f.read_text().replace("dull", "slow"))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**12))
     assert cache_key(sweep) != before
+
+
+def test_stages_preparing_the_same_data_at_once_share_one_cache_without_tearing_it(tmp_path):
+    """A DAG starts sibling stages over one baseline together, each preparing the same data in its own thread: one
+    writes the cache while the others wait, then read it (rewriting a file another thread had memory-mapped killed
+    the driver with SIGBUS before the cache folder had a lock)."""
+    import threading
+
+    from helpers import tiny_sweep
+    from squeeze.prepare import prepare
+
+    sweep = tiny_sweep("sentiment", size=400)
+    out, errors = [], []
+
+    def work():
+        try:
+            out.append(prepare(sweep, tmp_path))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(out) == 6
+    assert all(p.features == out[0].features and p.examples == out[0].examples for p in out)
+    assert not list(tmp_path.rglob("*.partial"))

@@ -106,7 +106,7 @@ def test_an_onnx_export_that_froze_a_shape_is_refused_before_quantizing():
     then answers another batch wrongly, and the export check says so instead of a report showing it."""
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    from squeeze import onnxrt
+    from squeeze.formats import onnx_int8 as onnxrt
 
     class Frozen(torch.nn.Module):
         def __init__(self):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import tiny_sweep
-from squeeze import families, quant, serialize
+from helpers import run_recipe, tiny_sweep
+from squeeze import families, quant, formats
 from squeeze.prepare import prepare
 from squeeze.recipe import Recipe
 
@@ -19,15 +19,7 @@ CASES = [("tiny-bert", "sentiment"), ("tiny-roberta", "sentiment"), ("tiny-disti
 
 
 def _run(cfg, cache, out, source=None):
-    prepared = prepare(cfg, cache, tokenizer_dir=source)
-    r = Recipe(cfg, prepared, cache_dir=cache, source_dir=source)
-    for _ in r.fit():
-        pass
-    final = r.finish(out)
-    assert final.metrics["parity/ok"] == 1.0, (cfg.technique, final.metrics["parity/abs_diff"])
-    if not torch.cuda.is_available():
-        assert final.metrics["parity/tolerance"] == 0.0  # the CPU gets no slack: reloaded means identical
-    return final, str(out / "model")
+    return run_recipe(cfg, cache, out, source)[:2]
 
 
 @pytest.mark.parametrize("preset,task", CASES, ids=[f"{p}-{t}" for p, t in CASES])
@@ -40,17 +32,17 @@ def test_every_technique_on_a_tiny_model_of_each_family(tmp_path, preset, task):
                           num_threads=2, source="x" if any(t in ("dq", "imp") for t in technique) else None)
 
     base, base_dir = _run(sweep(["finetune"]), cache, tmp_path / "base")
-    fam = families.family_of(serialize.load(base_dir))
+    fam = families.family_of(formats.load(base_dir))
     assert fam.model_types[0] == preset.removeprefix("tiny-")
 
     dq, _ = _run(sweep(["dq"]), cache, tmp_path / "dq", source=base_dir)
     assert dq.metrics["quant/int8_linear"] > 0 and dq.metrics["quant/float_linear"] == 0
 
     pkd, pkd_dir = _run(sweep(["pkd"], pkd={"teacher": base_dir, "layers": 2}), cache, tmp_path / "pkd")
-    assert families.depth(serialize.load(pkd_dir)) == 2
+    assert families.depth(formats.load(pkd_dir)) == 2
 
     qat, qat_dir = _run(sweep(["qat"]), cache, tmp_path / "qat")
-    assert quant.is_int8(serialize.load(qat_dir)) and qat.metrics["size/embeddings_int8"] == 1.0
+    assert quant.is_int8(formats.load(qat_dir)) and qat.metrics["size/embeddings_int8"] == 1.0
 
     prune, prune_dir = _run(sweep(["imp_prune"], on="lm", imp_prune={"sparsity": 0.5, "every": 1,
                                                                       "allow_forced_final": True}), cache, tmp_path / "prune")
@@ -58,7 +50,7 @@ def test_every_technique_on_a_tiny_model_of_each_family(tmp_path, preset, task):
 
     imp, imp_dir = _run(sweep(["imp"]), cache, tmp_path / "imp", source=prune_dir)
     assert imp.metrics["imp/sparsity"] == pytest.approx(0.5, abs=1e-3)
-    pruned = families.prunable(serialize.load(imp_dir))
+    pruned = families.prunable(formats.load(imp_dir))
     assert sum(int((w == 0).sum()) for w in pruned.values()) >= 0.5 * sum(w.numel() for w in pruned.values()) - 1
 
     both, _ = _run(sweep(["imp", "dq"]), cache, tmp_path / "dqimp", source=imp_dir)
@@ -107,7 +99,7 @@ def test_parity_on_a_test_sample_catches_a_reload_that_changes_the_model(tmp_pat
     final = r.finish(tmp_path / "ok")
     assert final.metrics["parity/ok"] == 1.0
     assert final.metrics["parity/examples"] == (16 if mode == "sample" else n_test) and n_test > 16
-    load = serialize.load
+    load = formats.load
 
     def broken(folder):  # a save/load defect: the classifier's bias comes back shifted
         model = load(folder)
@@ -115,7 +107,7 @@ def test_parity_on_a_test_sample_catches_a_reload_that_changes_the_model(tmp_pat
             model.classifier.bias += torch.tensor([5.0, -5.0])
         return model
 
-    monkeypatch.setattr(serialize, "load", broken)
+    monkeypatch.setattr(formats, "load", broken)
     r = Recipe(cfg, prepared, cache_dir=tmp_path / "cache")
     for _ in r.fit():
         pass

@@ -273,7 +273,7 @@ def test_retried_prune_trial_keeps_its_masks_and_schedule(workdir, ray_session):
     are technique state saved in the checkpoint)."""
     import mlflow
 
-    from squeeze import config, families, serialize
+    from squeeze import config, families, formats
     from squeeze.prepare import prepare
 
     sweep = config.load(_prune_study(workdir, "plain", {"mode": "none"})).sweeps[0]
@@ -293,7 +293,7 @@ def test_retried_prune_trial_keeps_its_masks_and_schedule(workdir, ray_session):
         history = client.get_metric_history(rid, "prune/sparsity")
         d = mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="model", dst_path=str(workdir / name),
                                                 tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-        weights = families.prunable(serialize.load(d))
+        weights = families.prunable(formats.load(d))
         out[name] = {"events": sorted((m.step, m.value) for m in history), "metrics": runs[0].data.metrics,
                      "masks": {k: (w == 0) for k, w in weights.items()}}
     plain, retried = out["plain"], out["retried"]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from squeeze import cli
+from squeeze.registry import get_technique_class
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,7 @@ def _tiny_overrides(doc: dict, full_grid: bool) -> list[str]:
         gpt2 = task == "dialogue" or any(k in name for k in ("gpt2", "smollm2", "llama"))  # decoders stay decoders
         over.append(f"sweeps.{i}.model.name={'tiny-gpt2' if gpt2 else 'tiny-bert'}")
         epochs = s.get("train", {}).get("epochs", defaults.get("train", {}).get("epochs", 1))
-        if not set(s.get("technique", [])) & {"dq"}:  # a post-training stage keeps its 0 epochs
+        if not any(get_technique_class(t).post_training for t in s.get("technique", [])):  # post-training: 0 epochs
             over.append(f"sweeps.{i}.train.epochs={min(epochs, 1)}")
         if "imp_prune" in s.get("technique", []):  # 2 steps cannot hold a schedule: one forced prune to X at the end
             over += [f"sweeps.{i}.params.imp_prune.every=1", f"sweeps.{i}.params.imp_prune.allow_forced_final=true"]

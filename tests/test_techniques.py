@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import context, prepared_for, recipe, tiny_model, tiny_sweep
-from squeeze import families, quant, serialize
+from squeeze import families, quant, formats
 from squeeze.registry import get_task
 from squeeze.techniques import imp, pkd
 from squeeze.techniques.dq import check_conv1d_conversion, quantize
@@ -95,7 +95,7 @@ def teacher_setup(tmp_path):
     sweep = tiny_sweep("sentiment", size=100)
     prepared = prepared_for(sweep, tmp_path / "cache")
     teacher = tiny_model(sweep, prepared, seed=5)
-    serialize.save(teacher, tmp_path / "teacher", auto_class="AutoModelForSequenceClassification")
+    formats.save(teacher, tmp_path / "teacher", auto_class="AutoModelForSequenceClassification")
     return sweep, prepared, tmp_path
 
 
@@ -161,7 +161,7 @@ def test_corrupt_teacher_cache_is_rebuilt(teacher_setup, teacher_forwards):
 def test_pkd_dialogue_topk_cache(tmp_path):
     sweep = tiny_sweep("dialogue", "tiny-gpt2", size=60)
     prepared = prepared_for(sweep, tmp_path / "cache")
-    serialize.save(tiny_model(sweep, prepared), tmp_path / "teacher", auto_class="AutoModelForCausalLM")
+    formats.save(tiny_model(sweep, prepared), tmp_path / "teacher", auto_class="AutoModelForCausalLM")
     p, ctx = _pkd(sweep, prepared, tmp_path, top_k=8)
     student = p.prepare(p.initial_model())
     assert len(student.transformer.h) == 2
@@ -269,7 +269,7 @@ def test_zeros_stay_zero_through_finetuning(tmp_path):
     model = tiny_model(sweep, prepared)
     w = imp.prune_to(model, 0.6)
     zeros = {k: (v == 0).clone() for k, v in w.items()}
-    serialize.save(model, tmp_path / "pruned", auto_class="AutoModelForSequenceClassification")
+    formats.save(model, tmp_path / "pruned", auto_class="AutoModelForSequenceClassification")
     r = recipe(sweep, prepared, tmp_path, source_dir=str(tmp_path / "pruned"))
     list(r.fit())
     r.loop.finalize()
@@ -306,15 +306,15 @@ def test_conv1d_to_linear_exact_and_every_block_quantized(gpt2):
 @pytest.mark.parametrize("embeddings", [False, True])
 def test_int8_save_load_bit_exact_and_smaller(tmp_path, gpt2, embeddings):
     model, _ = gpt2
-    serialize.save(model, tmp_path / "fp32", auto_class="AutoModelForCausalLM")
+    formats.save(model, tmp_path / "fp32", auto_class="AutoModelForCausalLM")
     q, counts = quantize(model, embeddings=embeddings)
-    serialize.save(q, tmp_path / "int8", auto_class="AutoModelForCausalLM", conv1d_to_linear=True)
-    back = serialize.load(tmp_path / "int8")
+    formats.save(q, tmp_path / "int8", auto_class="AutoModelForCausalLM")
+    back = formats.load(tmp_path / "int8")
     ids = torch.arange(1, 30).unsqueeze(0)
     with torch.no_grad():
         assert torch.equal(back(input_ids=ids).logits, q(input_ids=ids).logits)
     assert quant.count_quantized(back) == {k: v for k, v in counts.items() if k.startswith("quant/") and k != "quant/conv1d_converted"}
-    ratio = serialize.disk_bytes(tmp_path / "int8") / serialize.disk_bytes(tmp_path / "fp32")
+    ratio = formats.disk_bytes(tmp_path / "int8") / formats.disk_bytes(tmp_path / "fp32")
     assert ratio < (0.35 if embeddings else 0.6)
 
 
@@ -322,19 +322,19 @@ def test_sparse_save_load_bit_exact_and_smaller(tmp_path):
     sweep = tiny_sweep("sentiment", size=60)
     prepared = prepared_for(sweep, tmp_path)
     model = tiny_model(sweep, prepared).eval()
-    serialize.save(model, tmp_path / "dense", auto_class="AutoModelForSequenceClassification")
+    formats.save(model, tmp_path / "dense", auto_class="AutoModelForSequenceClassification")
     w = imp.prune_to(model, 0.7)
     assert imp.sparsity(w) == pytest.approx(0.7, abs=1e-4)
-    serialize.save(model, tmp_path / "sparse", auto_class="AutoModelForSequenceClassification")
-    fmt = serialize.read_format(tmp_path / "sparse")
+    formats.save(model, tmp_path / "sparse", auto_class="AutoModelForSequenceClassification")
+    fmt = formats.read_format(tmp_path / "sparse")
     assert set(w) <= set(fmt["sparse"])  # (zero-initialised biases are stored sparse too)
-    back = serialize.load(tmp_path / "sparse")
+    back = formats.load(tmp_path / "sparse")
     for (k, v), v2 in zip(model.state_dict().items(), back.state_dict().values()):
         assert torch.equal(v, v2), k
     dense_bytes = sum(v.numel() * 4 for v in w.values())
-    assert serialize.stored_bytes(tmp_path / "sparse", w) / dense_bytes <= 0.35
-    assert serialize.stored_bytes(tmp_path / "dense", w) == dense_bytes
-    assert serialize.disk_bytes(tmp_path / "sparse") < serialize.disk_bytes(tmp_path / "dense")
+    assert formats.stored_bytes(tmp_path / "sparse", w) / dense_bytes <= 0.35
+    assert formats.stored_bytes(tmp_path / "dense", w) == dense_bytes
+    assert formats.disk_bytes(tmp_path / "sparse") < formats.disk_bytes(tmp_path / "dense")
 
 
 def test_dq_on_model_without_linear_is_refused():
@@ -376,5 +376,5 @@ def test_teacher_given_as_mlflow_run_is_downloaded(tmp_path, teacher_setup):
                                           "params": {"pkd": {"teacher": f"runs:/{run.info.run_id}"}}}]}
     cfg = _resolve_run_refs(config.parse(doc).sweeps[0], uri, str(tmp_path / "cache"))
     folder = cfg.params["pkd"]["teacher"]
-    assert folder.endswith("/model") and serialize.read_format(folder)["auto_class"] == "AutoModelForSequenceClassification"
+    assert folder.endswith("/model") and formats.read_format(folder)["auto_class"] == "AutoModelForSequenceClassification"
     assert pkd.PKD(context(sweep, prepared, tmp_path / "cache", "pkd", teacher=folder)).teacher is not None

@@ -153,20 +153,20 @@ def test_latency_harness_warms_up_and_takes_the_median():
 
 def test_sizes_of_real_saved_models(tmp_path):
     from helpers import prepared_for, tiny_model, tiny_sweep
-    from squeeze import serialize
+    from squeeze import formats
     from squeeze.techniques.dq import quantize
 
     sweep = tiny_sweep("sentiment", size=60)
     model = tiny_model(sweep, prepared_for(sweep, tmp_path)).eval()
     dense = measure.size(model)
-    serialize.save(model, tmp_path / "fp32", auto_class="AutoModelForSequenceClassification")
+    formats.save(model, tmp_path / "fp32", auto_class="AutoModelForSequenceClassification")
     q, _ = quantize(model, embeddings=True)
     int8 = measure.size(q)
-    serialize.save(q, tmp_path / "int8", auto_class="AutoModelForSequenceClassification")
+    formats.save(q, tmp_path / "int8", auto_class="AutoModelForSequenceClassification")
     assert int8["size/params"] == pytest.approx(dense["size/params"], rel=0.01)  # int8 weights still count
     assert int8["size/memory_mb"] < 0.4 * dense["size/memory_mb"]
-    assert serialize.disk_bytes(tmp_path / "int8") < 0.4 * serialize.disk_bytes(tmp_path / "fp32")
-    assert dense["size/memory_mb"] * 2**20 == pytest.approx(serialize.disk_bytes(tmp_path / "fp32"), rel=0.05)
+    assert formats.disk_bytes(tmp_path / "int8") < 0.4 * formats.disk_bytes(tmp_path / "fp32")
+    assert dense["size/memory_mb"] * 2**20 == pytest.approx(formats.disk_bytes(tmp_path / "fp32"), rel=0.05)
 
 
 def test_power_trace_is_logged_as_a_step_metric(tmp_path):

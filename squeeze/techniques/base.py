@@ -92,7 +92,6 @@ class NoOp:
     needs_hidden_states: ClassVar[bool] = False
     eval_device: ClassVar[Optional[str]] = None
     restores_best: ClassVar[bool] = True
-    conv1d_to_linear = False
 
     def __init__(self, ctx: TechniqueContext | None = None):
         self.ctx = ctx

@@ -1,7 +1,7 @@
 """Post-training dynamic int8 quantization of every Linear layer, for CPU inference.
 
 Two backends: ``torch`` (``torch.ao`` dynamic int8 Linear, the paper's method) and ``onnxruntime`` (the model
-exported to ONNX and quantized by ONNX Runtime, ``squeeze.onnxrt``; evaluated, measured and saved as ``.onnx``):
+exported to ONNX and quantized by ONNX Runtime, ``squeeze.formats.onnx_int8``; evaluated, measured and saved as ``.onnx``):
 the latency a report shows is then the one an ONNX Runtime deployment sees.
 
 GPT-2's ``Conv1D`` layers are converted to ``nn.Linear`` first (checked exact in fp32), else
@@ -73,7 +73,7 @@ class DQ(NoOp):
 
     @classmethod
     def check(cls, params, task, has_source):
-        from squeeze import onnxrt
+        from squeeze.formats import onnx_int8 as onnxrt
 
         if params.backend == "torch":
             try:  # deprecated in torch: the day a torch drops it, say so before any trial, with the way out
@@ -93,7 +93,7 @@ class DQ(NoOp):
 
     def finalize(self, model):
         if self.p.backend == "onnxruntime":
-            from squeeze import onnxrt
+            from squeeze.formats import onnx_int8 as onnxrt
 
             prepared = self.ctx.prepared
             feats = prepared.features
@@ -102,7 +102,6 @@ class DQ(NoOp):
             self.ctx.info.update({**model.counts(), "quant/conv1d_converted": 0.0})
             return model
         model, counts = quantize(model, self.p.embeddings)
-        self.conv1d_to_linear = bool(counts["quant/conv1d_converted"])
         if self.ctx is not None:
             self.ctx.info.update(counts)
         return model

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from squeeze import families, models, serialize
+from squeeze import families, formats, models
 from squeeze.techniques.base import NoOp
 
 
@@ -59,7 +59,7 @@ class PKDParams(BaseModel):
         if v is None or v.startswith("runs:/") or not (info.context or {}).get("driver"):
             return v
         path = Path(v).expanduser().resolve()
-        if (path / serialize.FORMAT_FILE).is_file():
+        if (path / formats.FORMAT_FILE).is_file():
             from squeeze.config import check_model_dir
 
             check_model_dir(path, v)  # its config, weights and tokenizer load: a broken teacher fails here, not in trials
@@ -153,7 +153,7 @@ class PKD(NoOp):
         folder = self.p.teacher or ctx.source_dir
         if folder is None:
             raise ValueError("pkd needs a teacher: set `source: {sweep: <baseline sweep>}` or params.pkd.teacher")
-        self.teacher = serialize.load(folder).to(ctx.device).eval()
+        self.teacher = formats.load(folder).to(ctx.device).eval()
         self.teacher_id = ctx.source_id or folder
         self.kind = ctx.task.pkd_positions
         self.top_k = self.p.top_k if self.kind == "reply" else None

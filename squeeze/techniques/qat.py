@@ -26,7 +26,7 @@ class QAT(NoOp):
     eval_device = "cpu"
 
     def prepare(self, model):
-        self.conv1d_to_linear = bool(check_conv1d_conversion(model))
+        check_conv1d_conversion(model)
         self.handles = quant.add_fake_quant(model, embeddings=self.p.embeddings)
         if self.ctx is not None:
             self.ctx.info["quant/fake_quant_modules"] = quant.fake_quant_modules(model)

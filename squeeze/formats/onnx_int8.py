@@ -1,4 +1,4 @@
-"""DQ through ONNX Runtime: export a fine-tuned classifier to ONNX, quantize it with ONNX Runtime's dynamic int8
+"""The ``onnx-int8`` codec. DQ through ONNX Runtime: export a fine-tuned classifier to ONNX, quantize it with ONNX Runtime's dynamic int8
 (``quantize_dynamic``: int8 weights, activations quantized per call, the counterpart of ``torch.ao``'s DQ), and run,
 evaluate, measure and save it through an ``InferenceSession``, so the latency a report shows is the one a
 deployment on ONNX Runtime sees (``params.dq.backend: onnxruntime``).
@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import transformers
 
+from squeeze.formats.base import LOAD_SNIPPET
+
 ONNX_FILE = "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -28,10 +30,10 @@ def available() -> bool:
 
 
 class OrtModel(torch.nn.Module):
-    """An int8 ONNX classifier behind an ONNX Runtime session whose thread count follows ``torch.set_num_threads``
+    """An ONNX classifier behind an ONNX Runtime session whose thread count follows ``torch.set_num_threads``
     (as ``squeeze.measure`` sets it), CPU only."""
 
-    cpu_only = True
+    squeeze_codec = "onnx-int8"
 
     def __init__(self, onnx_bytes: bytes, config: transformers.PretrainedConfig, auto_class: str):
         super().__init__()
@@ -91,13 +93,47 @@ class OrtModel(torch.nn.Module):
                     any(n.op_type == "DequantizeLinear" and "embeddings" in " ".join(n.input) for n in graph.node))}
 
 
+def export_checked(model: torch.nn.Module, example: dict[str, torch.Tensor], check: dict[str, torch.Tensor],
+                   path: Path) -> Path:
+    """Export ``model`` (a token or sequence classifier) to an fp32 ONNX graph at ``path`` with dynamic batch and
+    length, traced on ``example``; the graph must then give the model's own logits on ``check``, a batch of another
+    size and length (a trace that froze a shape or a mask fails here, not in a report).
+
+    Raises:
+        AssertionError: when the exported graph's logits differ from the model's on ``check``.
+    """
+    import onnxruntime as ort
+
+    model = model.to("cpu").eval()
+    names = [k for k in INPUTS if k in example]
+    axes = {0: "batch", 1: "length"}
+    with torch.no_grad():
+        torch.onnx.export(model, tuple(example[k] for k in names), str(path), dynamo=False, input_names=names,
+                          output_names=["logits"], opset_version=17, dynamic_axes={k: axes for k in names})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    kept = [i.name for i in session.get_inputs()]
+    if "attention_mask" in names and "attention_mask" not in kept:
+        raise AssertionError("the ONNX export changed the fp32 logits on a batch of shape "
+                             f"{tuple(check['input_ids'].shape)}: the trace dropped the attention mask")
+    got = session.run(None, {k: check[k].numpy() for k in kept})[0]
+    with torch.no_grad():
+        want = model(**{k: check[k] for k in names}).logits.numpy()
+    diff = float(abs(got - want).max())
+    if diff > 1e-3:
+        raise AssertionError(f"the ONNX export changed the fp32 logits on a batch of shape "
+                             f"{tuple(check['input_ids'].shape)} (max diff {diff:.3g}): not quantizing it")
+    return path
+
+
+def head_of(model: torch.nn.Module) -> str:
+    auto = type(model).__name__
+    return "AutoModelForTokenClassification" if "TokenClassification" in auto else "AutoModelForSequenceClassification"
+
+
 def quantize(model: torch.nn.Module, example: dict[str, torch.Tensor], check: dict[str, torch.Tensor], *,
              embeddings: bool) -> OrtModel:
-    """Export ``model`` (a token or sequence classifier) to ONNX with dynamic batch and length, quantize its weight
-    MatMuls (and, with ``embeddings``, its embedding Gathers) to int8 with ONNX Runtime, and wrap the result.
-
-    The export traces the model on ``example``; the fp32 graph must then give the model's own logits on ``check``,
-    a batch of another size and length (a trace that froze a shape or a mask would fail here, not in a report).
+    """Export ``model`` (``export_checked``), quantize its weight MatMuls (and, with ``embeddings``, its embedding
+    Gathers) to int8 with ONNX Runtime, and wrap the result.
 
     Raises:
         AssertionError: when the exported fp32 graph's logits differ from the model's on ``check``.
@@ -105,29 +141,10 @@ def quantize(model: torch.nn.Module, example: dict[str, torch.Tensor], check: di
     import logging
     import tempfile
 
-    import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = model.to("cpu").eval()
-    names = [k for k in INPUTS if k in example]
-    axes = {0: "batch", 1: "length"}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / ONNX_FILE
-        with torch.no_grad():
-            torch.onnx.export(model, tuple(example[k] for k in names), str(fp32), dynamo=False, input_names=names,
-                              output_names=["logits"], opset_version=17, dynamic_axes={k: axes for k in names})
-        session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-        kept = [i.name for i in session.get_inputs()]
-        if "attention_mask" in names and "attention_mask" not in kept:
-            raise AssertionError("the ONNX export changed the fp32 logits on a batch of shape "
-                                 f"{tuple(check['input_ids'].shape)}: the trace dropped the attention mask")
-        got = session.run(None, {k: check[k].numpy() for k in kept})[0]
-        with torch.no_grad():
-            want = model(**{k: check[k] for k in names}).logits.numpy()
-        diff = float(abs(got - want).max())
-        if diff > 1e-3:
-            raise AssertionError(f"the ONNX export changed the fp32 logits on a batch of shape "
-                                 f"{tuple(check['input_ids'].shape)} (max diff {diff:.3g}): not quantizing it")
+        fp32, int8 = export_checked(model, example, check, Path(tmp) / "model.onnx"), Path(tmp) / ONNX_FILE
         root, level = logging.getLogger(), logging.getLogger().level
         root.setLevel(max(level, logging.ERROR))  # its root-logger "consider pre-processing" warning: noise here
         try:
@@ -136,18 +153,42 @@ def quantize(model: torch.nn.Module, example: dict[str, torch.Tensor], check: di
         finally:
             root.setLevel(level)  # only for this call: the rest of the process keeps its warnings
         data = int8.read_bytes()
-    auto = type(model).__name__
-    head = "AutoModelForTokenClassification" if "TokenClassification" in auto else "AutoModelForSequenceClassification"
-    return OrtModel(data, model.config, head)
+    return OrtModel(data, model.config, head_of(model))
 
 
-def save(model: OrtModel, directory: Path) -> None:
-    (directory / ONNX_FILE).write_bytes(model.onnx_bytes)
-    model.config.save_pretrained(directory)
+class OnnxInt8Codec:
+    """An int8 ONNX graph, served by ONNX Runtime on the CPU (what ``OrtModel`` runs is what is timed)."""
 
+    name = "onnx-int8"
+    runtime = "onnxruntime dynamic int8 (MatMulInteger, CPU)"
+    devices = ("cpu",)
 
-def load(directory: Path, auto_class: str) -> OrtModel:
-    return OrtModel((directory / ONNX_FILE).read_bytes(), transformers.AutoConfig.from_pretrained(directory), auto_class)
+    def save(self, model: OrtModel, directory: Path) -> dict:
+        (directory / ONNX_FILE).write_bytes(model.onnx_bytes)
+        model.config.save_pretrained(directory)
+        return {"weights": ONNX_FILE, "backend": "onnxruntime"}
+
+    def load(self, directory: Path, fmt: dict) -> OrtModel:
+        return OrtModel((directory / ONNX_FILE).read_bytes(), transformers.AutoConfig.from_pretrained(directory),
+                        fmt["auto_class"])
+
+    def weights_file(self, fmt: dict) -> str:
+        return ONNX_FILE
+
+    def size(self, model: OrtModel) -> dict[str, float]:
+        return model.size_metrics()
+
+    def embedding_bytes(self, model: OrtModel, directory: Path) -> int:
+        return model.embedding_bytes()
+
+    def serving(self, model, example=None):
+        return model, self.runtime
+
+    def readme(self, fmt: dict) -> str:
+        return (f"# A model saved by squeeze\n\nAn int8 ONNX graph (ONNX Runtime dynamic quantization): "
+                f"`onnxruntime.InferenceSession(\"{fmt['weights']}\")` runs it; inputs are the tokenizer's "
+                f"input_ids and attention_mask (and token_type_ids where the model has them), output the logits."
+                f"\n\n{LOAD_SNIPPET}")
 
 
 def example_batch(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
