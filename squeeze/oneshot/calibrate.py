@@ -65,6 +65,20 @@ class _Stop(Exception):
     pass
 
 
+def _without_cache(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A decoder hands its layers a key/value cache that each call appends to: replayed, a layer would attend to the
+    keys of its earlier replays. The captured call is made cache-free (``use_cache`` off, the cache dropped)."""
+    from transformers.cache_utils import Cache
+
+    def drop(v):
+        return None if isinstance(v, Cache) else v
+
+    kwargs = {k: drop(v) for k, v in kwargs.items()}
+    if "use_cache" in kwargs:
+        kwargs["use_cache"] = False
+    return tuple(drop(a) for a in args), kwargs
+
+
 def _hidden(out):
     return out[0] if isinstance(out, tuple) else out
 
@@ -81,7 +95,7 @@ def walk(model: nn.Module, batches: list[dict], process: Callable[[int, nn.Modul
     captured = []
 
     def catch(module, args, kwargs):
-        captured.append((args, kwargs))
+        captured.append(_without_cache(args, kwargs))
         raise _Stop
 
     handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
