@@ -1,7 +1,7 @@
 """Quality of the one-shot menu on SmolLM2-135M: WikiText-2 test perplexity of fp32, RTN / GPTQ / AWQ W4 g128 and
 magnitude / Wanda / SparseGPT at 50% and 2:4, next to the published anchors.
 
-    .venv/bin/python benchmarks/menu_quality.py [--tokens 32768] [--calibration 64]
+    .venv/bin/python benchmarks/menu_quality.py [--tokens 16384] [--calibration 64]
 
 Each technique is squeeze's own (``squeeze.techniques.oneshot``, the code a trial runs), on the pre-trained model
 (no fine-tuning). Calibration: ``--calibration`` segments of 512 tokens drawn (seed 0) from WikiText-2 *valid*;
@@ -32,6 +32,7 @@ ANCHORS = {"Llama-2-7B W4 g128 (fp16 5.47)": {"rtn": 5.72, "gptq": 5.61, "awq": 
            "Qwen3-0.6B W4 per-row (12.7)": {"rtn": 24.0, "gptq": 18.2, "awq": 15.6}}
 
 MENU = [("rtn", {"bits": 4, "group_size": 128}), ("gptq", {"bits": 4, "group_size": 128}),
+        ("gptq", {"bits": 4, "group_size": 128, "act_order": False}),
         ("awq", {"bits": 4, "group_size": 128}), ("rtn", {"bits": 4, "group_size": -1}),
         ("gptq", {"bits": 4, "group_size": -1}), ("awq", {"bits": 4, "group_size": -1}),
         ("magnitude", {"sparsity": 0.5}), ("wanda", {"sparsity": 0.5}), ("sparsegpt", {"sparsity": 0.5}),
@@ -77,7 +78,7 @@ def main() -> None:
     from squeeze.registry import get_technique_class
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=32768)
+    ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--calibration", type=int, default=64)
     args = ap.parse_args()
     if not WIKI.is_dir():
@@ -107,6 +108,7 @@ def main() -> None:
         model = technique.compress(model, batches if technique.uses_calibration else [])
         key = f"{name} " + (f"W{params['bits']} g{params['group_size']}" if "bits" in params
                             else params.get("pattern") or f"{params['sparsity']:.0%}")
+        key += "" if params.get("act_order", True) else " no act-order"
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -48,7 +48,9 @@ class QuantParams(_Params):
 
 class GPTQParams(QuantParams):
     damp: float = Field(0.01, gt=0, le=1, description="dampening, a fraction of the mean Hessian diagonal")
-    act_order: bool = Field(False, description="quantize inputs by decreasing Hessian diagonal (static groups)")
+    # on by default, as llm-compressor's GPTQModifier (actorder "static"): measured on SmolLM2-135M W4 g128 without it,
+    # GPTQ came out worse than RTN (benchmarks/results/*-menu-quality.json)
+    act_order: bool = Field(True, description="quantize inputs by decreasing Hessian diagonal (static groups)")
 
 
 class AWQParams(QuantParams):
