@@ -17,6 +17,7 @@ import time
 from squeeze import console
 
 STOP = threading.Event()  # set by the driver on Ctrl-C; every stage's Tune loop watches it
+HISTORY: list[tuple[str, str]] = []  # the last run's scheduling decisions, in order: ("start" | "end", stage)
 
 
 def share_interrupt() -> None:
@@ -76,15 +77,18 @@ def run(sweeps, run_stage, *, sequential: bool = False) -> dict:
     deps, order = dependencies(sweeps), [s.name for s in sweeps]
     by_name = {s.name: s for s in sweeps}
     outcomes: dict = {}
+    HISTORY.clear()
     if sequential:
         for name in order:
             failed = [d for d in deps[name] if isinstance(outcomes.get(d), BaseException)]
+            HISTORY.append(("start", name))
             try:
                 outcomes[name] = _skipped(name, failed) if failed else run_stage(by_name[name])
             except (Interrupted, KeyboardInterrupt):
                 raise
             except Exception as exc:  # recorded for its dependents; the others go on
                 outcomes[name] = exc
+            HISTORY.append(("end", name))
         return outcomes
     STOP.clear()
     share_interrupt()
@@ -108,6 +112,7 @@ def run(sweeps, run_stage, *, sequential: bool = False) -> dict:
                     outcomes[name] = _skipped(name, failed)
                 elif all(d in outcomes for d in deps[name]):
                     running[name] = threading.Thread(target=work, args=(name,), name=f"stage-{name}", daemon=True)
+                    HISTORY.append(("start", name))
                     running[name].start()
             while running and len(outcomes) < len(order):
                 try:
@@ -116,6 +121,7 @@ def run(sweeps, run_stage, *, sequential: bool = False) -> dict:
                     continue
                 running.pop(name).join()
                 outcomes[name] = result
+                HISTORY.append(("end", name))
                 break
     except KeyboardInterrupt:
         STOP.set()
