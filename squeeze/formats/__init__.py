@@ -90,7 +90,8 @@ def load(directory: str | Path) -> torch.nn.Module:
 def weights_path(directory: str | Path) -> Path:
     """The weight file of a saved folder."""
     d = Path(directory)
-    return d / get(codec_name(read_format(d))).weights_file(read_format(d))
+    fmt = read_format(d)
+    return d / get(codec_name(fmt)).weights_file(fmt)
 
 
 def disk_bytes(directory: str | Path) -> int:

@@ -38,7 +38,7 @@ class SmoothedInt8Codec(torch_native.TorchBacked):
         scaled = {n: int(m.input_scale.numel()) for n, m in model.named_modules() if isinstance(m, InputScaled)}
         if not scaled:
             raise ValueError("a model marked smoothed-int8 holds no InputScaled layer")
-        return {**torch_native.write(model, directory), "input_scaled": scaled}
+        return {**torch_native.write(model, directory, plain_ok=False), "input_scaled": scaled}
 
     def load(self, directory: Path, fmt: dict):
         def swap(model):

@@ -169,9 +169,10 @@ def _pruned(model: torch.nn.Module, share: float = 0.05) -> bool:
 
 
 
-def write(model: nn.Module, d: Path) -> dict:
+def write(model: nn.Module, d: Path, plain_ok: bool = True) -> dict:
     """Write the model's tensors (int8 Linear layers as int8 + scale + zero point, mostly-zero tensors as bitmask +
-    values, tied weights once) and its config; returns the format fields."""
+    values, tied weights once) and its config; returns the format fields. ``plain_ok``: a float model may be a plain
+    Hugging Face folder (another codec's layers, which transformers cannot read, pass False)."""
     from squeeze import families
 
     QLinear = _qlinear_cls()
@@ -198,7 +199,7 @@ def write(model: nn.Module, d: Path) -> dict:
     int8_emb = any(isinstance(m, Int8Embedding) for m in model.modules())
     fam = families.family_of_type(getattr(model.config, "model_type", None))
     conv1d_to_linear = bool(fam is not None and fam.conv1d and not families.has_conv1d(model))
-    plain = not (qnames or sparse or int8_emb or conv1d_to_linear or getattr(model, "squeeze_codec", "torch") != "torch")
+    plain = plain_ok and not (qnames or sparse or int8_emb or conv1d_to_linear)
     weights = PLAIN if plain else PACKED
     save_file(tensors, d / weights)
     model.config.save_pretrained(d)
@@ -318,9 +319,7 @@ class TorchCodec(TorchBacked):
     def serving(self, model, example=None):
         if is_int8(model):
             return model, "torch.ao dynamic int8 (fbgemm/qnnpack int8 GEMMs, CPU)"
-        zeros = sum(int((t == 0).sum()) for t in model.parameters())
-        total = sum(t.numel() for t in model.parameters())
-        if total and zeros / total >= 0.05:
+        if _pruned(model):
             return model, "torch dense kernels: no speed-up from sparsity here (smaller on disk only)"
         return model, "torch"
 

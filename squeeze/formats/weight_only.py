@@ -124,7 +124,7 @@ class WeightOnlyCodec(torch_native.TorchBacked):
                   for n, m in quant_layers(model).items()}
         if not layers:
             raise ValueError("a model marked weight-only holds no QuantLinear layer")
-        return {**torch_native.write(model, directory), "weight_only": layers}
+        return {**torch_native.write(model, directory, plain_ok=False), "weight_only": layers}
 
     def load(self, directory: Path, fmt: dict):
         def swap(model):
