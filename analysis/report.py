@@ -21,7 +21,7 @@ def _from_grid(experiment: str, uri: str | None) -> bool:
 
     client = mlflow_client(resolve_uri(uri))
     exp = client.get_experiment_by_name(experiment)
-    return bool(client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`squeeze.search` = 'grid'",
+    return bool(client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '1' and tags.`squeeze.search` != 'random'",
                                    max_results=1))
 
 
@@ -72,6 +72,7 @@ def build(experiment: str, out: str | Path, tracking_uri: str | None = None) -> 
         lines += [f"- **{task}**: " + (f"`{pick['technique']}` is the smallest technique within 1% of the baseline "
                                        f"({pick['size/disk_mb']:.3g} MB)." if pick is not None else "no technique stays within 1% of the baseline.")]
     lines += _prune_section(df)
+    lines += _search_section(df, experiment, tracking_uri, out)
     lines += _paper_section(df, out)
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -91,6 +92,36 @@ def _prune_section(df) -> list[str]:
         out += [f"**{len(forced)} prune trial(s) reached X only by a forced final prune** (the schedule needed more "
                 "steps than training ran): their masks were not found iteratively.", ""]
     return out
+
+
+def _search_section(df, experiment: str, uri: str | None, out: Path) -> list[str]:
+    """Stages with several objectives: their non-dominated front and its hypervolume; trials stopped early; the cost
+    to reach 99% of the source."""
+    from analysis.front import cost_to_target, fronts
+
+    lines = []
+    stopped = df[df["status"] == "STOPPED_EARLY"] if "status" in df else df.iloc[:0]
+    if len(stopped):
+        lines += ["", "## Early stopping", "", f"{len(stopped)} trials were stopped early by a scheduler "
+                  f"({', '.join(f'{k}: {v}' for k, v in stopped.groupby('sweep').size().items())}); they have dev "
+                  "scores per epoch and costs, no test score and no model.", ""]
+    for sweep, f in fronts(experiment, uri).items():
+        names = ", ".join(f"{o['metric']} ({o['mode']})" for o in f.objectives)
+        ref = ", ".join(f"{v:.4g}" for v in f.reference)
+        lines += ["", f"## Front: {sweep}", "", f"Objectives: {names}. Hypervolume {f.hypervolume:.4g} against the "
+                  f"reference point ({ref}) (each objective's worst feasible value, 10% of its range further).", "",
+                  tables.render(f.table.reset_index(drop=True), "markdown"), ""]
+        f.table.to_csv(out / f"front_{sweep}.csv", index=False)
+    for task in tables.report_tasks(df):
+        rows = df[df["task"] == task]
+        from squeeze.registry import get_task
+
+        t = get_task(task)
+        hit = cost_to_target(rows, f"val/{t.primary_metric}", t.mode)
+        if len(hit):
+            lines += ["", f"## Cost to 99% of the source: {task}", "", "The first trial (in start order) whose dev "
+                      f"{t.primary_metric} is within 1% of its source trial's.", "", tables.render(hit, "markdown"), ""]
+    return lines
 
 
 def _paper_section(df, out: Path) -> list[str]:

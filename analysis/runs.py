@@ -19,7 +19,8 @@ def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: boo
     With ``latest_only`` (the default) a stage that was run again (``--force``, changed settings)
     counts only with its latest parent run, so a re-run supersedes instead of doubling the population.
 
-    Columns: run_id, sweep, task, technique, model, status, every param (``lr``, ``seed`` and the
+    Columns: run_id, sweep, task, technique, model, status (``STOPPED_EARLY`` for a trial a scheduler stopped between
+    epochs: it has dev scores per epoch, costs, and no test score or model; ``stopped_early`` says when), every param (``lr``, ``seed`` and the
     other train fields without their ``train.`` prefix; the rest dotted), and every metric by
     its namespaced name (``val/accuracy``, ``test/f1`` ...), at its last logged value.
 
@@ -45,7 +46,9 @@ def load_runs(experiment: str, tracking_uri: str | None = None, latest_only: boo
         runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in keep or not parents]
     rows = []
     for r in runs:
-        row = {"run_id": r.info.run_id, "status": r.info.status, "sweep": r.data.tags.get("squeeze.sweep"),
+        stopped = r.data.tags.get("squeeze.stopped_early")
+        row = {"run_id": r.info.run_id, "status": "STOPPED_EARLY" if stopped and r.info.status == "FINISHED" else r.info.status,
+               "stopped_early": stopped or "", "sweep": r.data.tags.get("squeeze.sweep"),
                "task": r.data.tags.get("task"), "technique": r.data.tags.get("technique"),
                "model": r.data.tags.get("model"), "trial_id": r.data.tags.get(TRIAL_TAG),
                "parent_run_id": r.data.tags.get("mlflow.parentRunId"),

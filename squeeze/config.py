@@ -35,6 +35,7 @@ from squeeze.points import MAX_TRIALS
 from squeeze.presets import PRESETS
 from squeeze.overrides import apply_overrides as _apply
 from squeeze.registry import get_task_class, get_technique_class
+from squeeze.search import spec as search_spec
 
 
 
@@ -243,7 +244,12 @@ class SweepCfg(_Strict):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per technique, e.g. {pkd: {alpha: 0.5}}")
     source: Optional[SourceCfg] = None
     search_space: dict[str, Any] = Field(default_factory=dict)
-    num_samples: int = Field(1, ge=1, le=MAX_TRIALS)
+    num_samples: int = Field(1, ge=1, le=MAX_TRIALS, description="grid/random: draws of the space; tpe/nsga2: trials")
+    search: search_spec.Search = Field(default_factory=search_spec.Search)
+    objectives: list[search_spec.Objective] = Field(default_factory=list, description="the front's axes; default: "
+                                                    "the task's primary metric")
+    constraints: list[search_spec.Constraint] = Field(default_factory=list)
+    budget: Optional[search_spec.Budget] = None
     resources: ResourcesCfg = Field(default_factory=ResourcesCfg)
     energy: EnergyCfg = Field(default_factory=EnergyCfg)
     measure: MeasureCfg = Field(default_factory=MeasureCfg)
@@ -324,7 +330,7 @@ class SweepCfg(_Strict):
                                  "squeeze/families.py)")
         if _on_driver(info):
             _check_head(self, task)
-        size = self.num_samples * _grid_size(self.search_space)
+        size = self.num_samples * (_grid_size(self.search_space) if self.search.algorithm in ("grid", "random") else 1)
         if size > MAX_TRIALS:
             raise ValueError(f"search_space: makes {size:,} trials (grid sizes times num_samples); at most "
                              f"{MAX_TRIALS:,} are allowed")
@@ -337,7 +343,13 @@ class SweepCfg(_Strict):
             self.train.epochs = 0
         if self.data.split is None:
             self.data.split = task.default_split
+        search_spec.check(self, task)
         return self
+
+    def objective_list(self) -> list:
+        """The objectives, the task's primary metric when none are listed."""
+        task = get_task_class(self.task)()
+        return self.objectives or [search_spec.Objective(metric=f"val/{task.primary_metric}", mode=task.mode)]
 
 
 class RunCfg(_Strict):
@@ -354,6 +366,8 @@ class RunCfg(_Strict):
                                                    "complete, independent stages at once; sequential: in file order")
     checkpoints_to_keep: int = Field(2, ge=0, le=1000, description="per running trial (0: none, a failed trial restarts); "
                                                       "a finished stage's checkpoints are deleted")
+    budget: Optional[search_spec.Budget] = Field(None, description="the whole study's: no stage starts a trial once "
+                                                 "it is spent")
     sweeps: list[SweepCfg] = Field(..., min_length=1)
 
     @field_validator("storage_path")

@@ -120,6 +120,28 @@ class Recipe:
                         "train/samples_per_s": res.samples_per_s, "time/epoch_train_s": res.train_s})
         return metrics
 
+    def size_now(self) -> dict[str, float]:
+        """Parameters and non-zeros of the model being trained (per epoch: what a size objective of MO-ASHA reads)."""
+        with torch.no_grad():
+            ps = list(self.loop.model.parameters())
+            return {"size/params": float(sum(p.numel() for p in ps)),
+                    "size/nonzero": float(sum(int(torch.count_nonzero(p)) for p in ps))}
+
+    def stopped_costs(self, until: float) -> tuple[dict, dict]:
+        """The training phase's energy, CO2 and time up to ``until`` (``time.monotonic()`` of the last epoch's report),
+        for a trial a scheduler stopped: the stop can reach the trial long after that report (when Tune reuses or
+        ends its actor), so time is cut there and energy scaled to that share of the metered span."""
+        self.train_meter.stop()
+        tr, tags = self.train_meter.metrics("train_")
+        span = max(self.train_meter.t1 - self.train_meter.t0, 1e-9)
+        share = min(1.0, max(0.0, (until - self.train_meter.t0) / span))
+        tr = {k: v * share if k.startswith(("energy/", "time/")) and not k.endswith("disagreement") else v
+              for k, v in tr.items()}
+        tags["energy/stopped_share"] = f"{share:.4f} of the metered span (up to the last epoch's report)"
+        out = {**tr, **{f"energy/{k}": tr[f"energy/train_{k}"] for k in ("gpu_kwh", "cpu_kwh", "total_kwh")}}
+        out = telemetry.with_co2(out, self.cfg.energy.carbon_intensity, self.cfg.energy.pue)
+        return {**out, "time/train_s": tr["time/train_s"], "time/eval_s": 0.0}, tags
+
     # ---------------------------------------------------------------- the end of a trial
     def finish(self, out: str | Path) -> Final:
         """Best weights, technique finalization (int8, mask checks), dev/test, costs, size, latency, and the

@@ -50,8 +50,20 @@ class Interrupted(RuntimeError):
 
 def identity(sweep, data_key: str, sources: list[str] | None) -> str:
     """Hash of the resolved config, the prepared data's fingerprint and the source trials' run ids."""
-    spec = {"config": sweep.model_dump(mode="json"), "data": data_key, "sources": sorted(sources or [])}
+    spec = {"config": sweep.model_dump(mode="json", exclude=_search_defaults(sweep)), "data": data_key,
+            "sources": sorted(sources or [])}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _search_defaults(sweep) -> set[str]:
+    """Left out of the identity: the budget (a larger one continues the same stage) and search settings at their
+    defaults (a stage written before they existed keeps its identity)."""
+    out = {"budget"}
+    for name in ("search", "objectives", "constraints"):
+        if name not in sweep.model_fields_set or getattr(sweep, name) == type(sweep).model_fields[name].get_default(
+                call_default_factory=True):
+            out.add(name)
+    return out
 
 
 def _pid_alive(pid: int) -> bool:
@@ -164,7 +176,8 @@ def plan(points: list[dict], runs: dict, retry_failed: bool = False) -> Plan:
 
 def complete(parents: list, ident: str) -> bool:
     return any(p.data.tags.get(IDENTITY_TAG) == ident and p.info.status == "FINISHED"
-               and p.data.tags.get("squeeze.failed_trials") == "0" for p in parents)
+               and p.data.tags.get("squeeze.failed_trials") == "0" and p.data.tags.get("squeeze.not_run", "0") == "0"
+               for p in parents)
 
 
 def storage_dir(storage_path: str, experiment: str, sweep: str, ident: str) -> str:

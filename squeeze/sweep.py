@@ -23,6 +23,8 @@ from squeeze import console, dag, tracking
 from squeeze.config import ConfigError, RunCfg, SweepCfg
 from squeeze.prepare import Prepared, prepare, shared_tokenizers
 from squeeze.registry import get_task, technique_label
+from squeeze.search.budget import Meter
+from squeeze.search.build import build_search
 from squeeze.search_space import param_space
 
 log = logging.getLogger(__name__)
@@ -145,16 +147,19 @@ def count_trials(space, num_samples: int = 1) -> int:
     return num_samples * grid_size(space)
 
 
-def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, points: list[dict], total: int = 0):
-    """The Tuner of one stage's ``points`` (``squeeze.points``); ``path`` is the stage's storage folder
-    (``stage.storage_dir``), where each driver's Tune run gets a fresh folder of its own."""
+def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, search, total: int = 0):
+    """The Tuner of one stage: ``search`` (``squeeze.search.build.StageSearch``) hands out its points and stops
+    trials early; ``path`` is the stage's storage folder (``stage.storage_dir``), where each driver's Tune run
+    gets a fresh folder of its own."""
     from ray import tune
 
     from squeeze import stage
 
     task = get_task(sweep.task)
+    first = sweep.objective_list()[0]
     trainable = _trainable(sweep, prepared, ctx)
-    tune_config = tune.TuneConfig(metric=f"val/{task.primary_metric}", mode=task.mode, num_samples=1,
+    tune_config = tune.TuneConfig(metric=first.metric, mode=first.mode, num_samples=search.num_samples,
+                                  search_alg=search.searcher, scheduler=search.scheduler,
                                   max_concurrent_trials=cfg.max_concurrent_trials or None,
                                   reuse_actors=True)  # warm workers: no re-import of torch/transformers per trial
     run_config = tune.RunConfig(
@@ -163,9 +168,8 @@ def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         callbacks=[tracking.trial_status_callback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id),
                    console.trial_lines(sweep.name, task.primary_metric, sweep.train.epochs,
-                                       total=total or len(points), max_steps=sweep.train.max_steps)])
-    return tune.Tuner(trainable, param_space={"point": tune.grid_search(points)}, tune_config=tune_config,
-                      run_config=run_config)
+                                       total=total or search.num_samples, max_steps=sweep.train.max_steps)])
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
 def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
@@ -241,7 +245,7 @@ def _check_checkpoints(path: str, todo: list[dict], runs: dict) -> None:
 
 def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, experiment_id: str, *,
             resume: bool = False, skip_complete: bool = False, defer_finish: bool = False,
-            retry_failed: bool = False) -> SweepOutcome:
+            retry_failed: bool = False, study_meter: Meter | None = None) -> SweepOutcome:
     """Run one stage under its MLflow parent run: skipped when complete (``skip_complete``), continued when an
     incomplete parent of the same identity exists (``resume`` or ``skip_complete``: only the points without a
     finished run, see ``stage.plan``), refused while another driver holds it.
@@ -268,7 +272,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         console.say(f"[{sweep.name}] already complete in MLflow: skipped (--force runs it again)")
         return SweepOutcome(sweep.name, None, pd.DataFrame(), 0, skipped=True)
     path = stage.storage_dir(cfg.storage_path, cfg.experiment, sweep.name, ident)
-    points = stage_points(sweep, ident, sources)
+    points = stage_points(sweep, ident, sources) if sweep.search.algorithm in ("grid", "random") else []
     parent_id = stage.reusable(parents, ident) if resume or skip_complete else None
     if parent_id is not None:
         tracking.reopen(uri, parent_id)
@@ -290,8 +294,13 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         _check_checkpoints(path, todo.todo, runs)
         ctx = TrialContext(sweep, uri, experiment_id, parent_id, str(cache), stage_dir=path,
                            checkpoints=cfg.checkpoints_to_keep)
-        results = build_tuner(cfg, sweep, prepared, ctx, path, todo.todo, total=len(points)).fit() if todo.todo else []
-        left = stage.unfinished(results)
+        search = build_search(sweep, todo, runs, sources, meter=Meter(sweep.budget, f"sweep {sweep.name!r}", study_meter),
+                              on_stop=lambda key, reason: tracking.mark_stopped(uri, experiment_id, parent_id, key, reason))
+        _check_checkpoints(path, search.rerun, runs)  # an adaptive search's interrupted points run again
+        results = build_tuner(cfg, sweep, prepared, ctx, path, search, total=search.planned).fit() if search.num_samples else []
+        search.close_stopped(results, lambda key, reason, by: tracking.mark_stopped(uri, experiment_id, parent_id, key,
+                                                                                  reason, close_by=by))
+        left = [r for r in stage.unfinished(results) if not search.was_stopped(r)]
         if left:
             reason = f"interrupted with {len(left)} of {len(results)} trials unfinished"
             tracking.close_run_tree(uri, experiment_id, parent_id, reason)
@@ -299,10 +308,16 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
                                     "finishes exactly those")
         table = results_table(results, sweep)
         runs = tracking.trial_runs(uri, experiment_id, parent_id)
-        done = [runs[p["key"]] for p in points if p["key"] in runs and runs[p["key"]].info.status == "FINISHED"]
-        errors = len(points) - len(done)
-        summary = {"trials": len(points), "trials_failed": errors,
-                   **cost_totals([r.data.metrics for r in done], "sweep/")}
+        ended = search.tally(runs)
+        if search.stopped_by:
+            console.say(f"[{sweep.name}] {search.stopped_by}: {ended['not_run']} planned trials not started (a later "
+                        "`squeeze study` with a larger budget runs them)")
+        done = [r for r in runs.values() if r.info.status == "FINISHED"]
+        errors = ended["failed"]
+        summary = {"trials": ended["planned"], "trials_failed": errors, "trials_stopped_early": ended["stopped_early"],
+                   "trials_not_run": ended["not_run"], **cost_totals([r.data.metrics for r in done], "sweep/")}
+        closing_tags = {"squeeze.failed_trials": str(errors), "squeeze.not_run": str(ended["not_run"]),
+                        **({"squeeze.budget": search.stopped_by} if search.stopped_by else {})}
 
         def finish(measure: bool = True):
             try:
@@ -310,8 +325,8 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
                     tracking.close_run_tree(uri, experiment_id, parent_id, "interrupted before its latency pass")
                     return
                 latency_pass(sweep, prepared, uri, experiment_id, parent_id, ctx.cache_dir)
-                tracking.finish_parent(uri, parent_id, summary, {"squeeze.failed_trials": str(errors)},
-                                       failed=errors == len(points))
+                tracking.finish_parent(uri, parent_id, summary, closing_tags,
+                                       failed=errors > 0 and errors == ended["planned"])
                 stage.drop_checkpoints(path)  # Tune's folders; points that did not finish keep their checkpoints
             except BaseException as exc:
                 why = ("interrupted during its latency pass" if isinstance(exc, KeyboardInterrupt)
@@ -338,9 +353,19 @@ def _start_parent(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: 
     text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
     return tracking.start_parent(uri, experiment_id, sweep.name, text, {
         **tracking.source_tags(), "task": sweep.task, "technique": technique_label(sweep.technique), IDENTITY_TAG: ident,
-        "squeeze.search": "grid" if any("grid_search" in v for v in sweep.search_space.values()) or sources else "random",
+        "squeeze.search": _search_tag(sweep, sources), "squeeze.scheduler": sweep.search.scheduler,
+        "squeeze.objectives": json.dumps([o.model_dump() for o in sweep.objective_list()]),
+        "squeeze.constraints": json.dumps([c.model_dump(exclude_none=True) for c in sweep.constraints]),
         "squeeze.git_commit": git_commit(), "data.name": prepared.data_name,
         **{f"data.n_{k}": str(v) for k, v in prepared.sizes.items()}})
+
+
+def _search_tag(sweep: SweepCfg, sources) -> str:
+    """How the stage's trials were drawn: only ``random`` draws are i.i.d. (what expected validation performance
+    assumes)."""
+    if sweep.search.algorithm in ("tpe", "nsga2"):
+        return sweep.search.algorithm
+    return "grid" if any("grid_search" in v for v in sweep.search_space.values()) or sources else "random"
 
 
 def check_prepared(sweep: SweepCfg, prepared: Prepared) -> None:
@@ -454,10 +479,11 @@ def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None 
     check_resources(cfg)
     sequential = sequential or cfg.schedule == "sequential"
     ran: dict[str, SweepOutcome] = {}
+    study_meter = Meter(cfg.budget, "study") if cfg.budget is not None else None
 
     def run_stage(s: SweepCfg) -> SweepOutcome:
         ran[s.name] = run_one(cfg, s, prepared[s.name], uri, experiment_id, resume=resume, skip_complete=skip_complete,
-                              defer_finish=not sequential, retry_failed=retry_failed)
+                              defer_finish=not sequential, retry_failed=retry_failed, study_meter=study_meter)
         return ran[s.name]
 
     def close_all(measure: bool) -> None:

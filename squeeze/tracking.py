@@ -206,9 +206,36 @@ def _log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> N
         client.log_batch(run_id, metrics=batch[i:i + 900], synchronous=True)
 
 
+STOPPED_TAG = "squeeze.stopped_early"  # a scheduler stopped the trial between epochs: FINISHED, without a model
+
+
+def stopped_early(run) -> bool:
+    return STOPPED_TAG in run.data.tags
+
+
 def find_trial_run(uri: str, experiment_id: str, parent_id: str, trial_id: str):
     runs = mlflow_client(uri).search_runs([experiment_id], f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{NESTED}` = '{parent_id}'")
     return runs[0] if runs else None
+
+
+def mark_stopped(uri: str, experiment_id: str, parent_id: str, key: str, reason: str,
+                 close_by: float | None = None) -> None:
+    """A scheduler stops the trial of point ``key``: its run is tagged first (the trial, told to stop, reads the tag
+    and closes its run FINISHED); with ``close_by`` (a ``time.monotonic()`` deadline) the driver waits for that and
+    closes the run itself when the trial's process ended first."""
+    import time
+
+    client = mlflow_client(uri)
+    run = _retry(lambda: find_trial_run(uri, experiment_id, parent_id, key), "search")
+    if run is None:
+        return
+    _retry(lambda: client.set_tag(run.info.run_id, STOPPED_TAG, reason), "set_tag")
+    if close_by is None:
+        return
+    while client.get_run(run.info.run_id).info.status == "RUNNING" and time.monotonic() < close_by:
+        time.sleep(0.5)
+    if client.get_run(run.info.run_id).info.status != "FINISHED":
+        client.set_terminated(run.info.run_id, "FINISHED")
 
 
 class TrialRun:
@@ -405,6 +432,7 @@ def source_runs(uri: str, experiment_id: str, sweep: str, *, select: str, per: s
     for parent in parents:
         runs = client.search_runs([experiment_id], f"tags.`{NESTED}` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
                                   max_results=10000)
+        runs = [r for r in runs if not stopped_early(r)]  # stopped between epochs: no model to start from
         if runs:
             break
     if not runs:
@@ -467,7 +495,7 @@ def finished_children(uri: str, experiment_id: str, parent_id: str, without_tag:
     """Run ids of the FINISHED trial runs of a sweep's parent run (``without_tag``: only those lacking that tag)."""
     runs = mlflow_client(uri).search_runs([experiment_id], f"tags.`{NESTED}` = '{parent_id}' and attributes.status = 'FINISHED'",
                                           max_results=50000, order_by=["attributes.start_time ASC"])
-    return [r.info.run_id for r in runs if without_tag is None or without_tag not in r.data.tags]
+    return [r.info.run_id for r in runs if (without_tag is None or without_tag not in r.data.tags) and not stopped_early(r)]
 
 
 def log_to_run(uri: str, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:

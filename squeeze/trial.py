@@ -4,7 +4,8 @@ The only ``tune.report`` is here. A trial is one point of the stage (``squeeze.p
 is named by the point's key, so a retried trial, or the same point started by a later driver, continues that
 run. Each epoch writes a checkpoint to the stage's storage (``squeeze.point_store``) and records its digest in
 the run; a restarted trial resumes from the checkpoint recorded there, and from nothing else. The run follows
-the trial: FINISHED at the end (its checkpoints deleted), FAILED with the reason when anything raises. The config arrives validated from the driver
+the trial: FINISHED at the end (its checkpoints deleted), FINISHED and tagged ``squeeze.stopped_early`` when a
+scheduler stopped it between epochs (``squeeze.search.schedulers``), FAILED with the reason when anything raises. The config arrives validated from the driver
 and is never validated again here (no file-system checks on a node that may not hold the files).
 """
 
@@ -17,6 +18,8 @@ from squeeze import tracking
 from squeeze.console import describe
 from squeeze.config import SweepCfg
 from squeeze.point_store import CHECKPOINT_TAG, PointStore
+from squeeze.search.build import POINT_TAG
+from squeeze.tracking import STOPPED_TAG
 from squeeze.prepare import Prepared
 from squeeze.recipe import Recipe
 from squeeze.registry import technique_label
@@ -101,6 +104,31 @@ def _restore(recipe: Recipe, store: PointStore, tracker) -> None:
         tracker.set_tags({"squeeze.restarted": str(exc)})
 
 
+def _train(recipe: Recipe, tracker, store: PointStore, checkpoints: int) -> tuple[int, float] | None:
+    """The epochs, each logged, checkpointed and reported; when a scheduler stopped the trial, the epoch it stopped
+    after and the time of that epoch's report, else None."""
+    import json
+    import time
+
+    from ray import tune
+
+    for res in recipe.fit():
+        metrics = {**recipe.epoch_metrics(res), **recipe.size_now()}
+        tracker.log_metrics(metrics, step=res.epoch)
+        if checkpoints:
+            record = store.save(recipe.save_checkpoint, res.epoch)
+            tracker.set_tags({CHECKPOINT_TAG: json.dumps(record)})  # recorded before the older ones go
+            store.prune()
+        reported = time.monotonic()
+        try:
+            tune.report({**metrics, "epoch": res.epoch, "epochs_done": res.epoch + 1, "step": res.step})
+        except SystemExit:  # Tune ended the trial: a scheduler's stop (it tagged the run first), or Ctrl-C
+            if not tracker.tag(STOPPED_TAG):
+                raise
+            return res.epoch, reported
+    return None
+
+
 def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     """Ray Tune function trainable (see ``sweep.build_tuner``)."""
     import json
@@ -108,6 +136,12 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     import ray
     from ray import tune
 
+    import os
+
+    # a scheduler's stop ends this function from inside tune.report; Tune reuses the actor only if the function has
+    # returned within this many seconds (its default, 2, is shorter than closing an MLflow run on a busy machine, and
+    # the next trial on the actor then fails)
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     point = config["point"]
     cfg = resolve_trial(context.sweep, point)
     source_run = point.get("source_run")
@@ -117,31 +151,33 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     try:
         tracker.log_params(_params(cfg, prepared, source_run))
         tracker.log_datasets(prepared.data_name, prepared.key, prepared.data_name, prepared.sizes)
-        tracker.set_tags({"ray.node_id": ray.get_runtime_context().get_node_id(),
+        tracker.set_tags({POINT_TAG: json.dumps(point, sort_keys=True), "ray.node_id": ray.get_runtime_context().get_node_id(),
                           "ray.trial_id": tune.get_context().get_trial_id() or "local"})
         uri, cache = context.tracking_uri, context.cache_dir
         source_dir = tracking.download_model(uri, source_run, cache) if source_run else None
         recipe = Recipe(_resolve_run_refs(cfg, uri, cache), prepared, cache_dir=cache, source_dir=source_dir,
                         source_id=source_run, log_metrics=tracker.log_metrics)
         _restore(recipe, store, tracker)
-        for res in recipe.fit():
-            metrics = recipe.epoch_metrics(res)
-            tracker.log_metrics(metrics, step=res.epoch)
-            if context.checkpoints:
-                record = store.save(recipe.save_checkpoint, res.epoch)
-                tracker.set_tags({CHECKPOINT_TAG: json.dumps(record)})  # recorded before the older ones go
-                store.prune()
-            tune.report({**metrics, "epoch": res.epoch, "step": res.step})
-        with tempfile.TemporaryDirectory() as tmp:
-            final = recipe.finish(tmp)
-            tracker.set_tags(final.tags)
-            tracker.log_series("power/gpu_w", final.power_trace)
-            tracker.log_metrics(final.metrics, step=recipe.loop.state.epoch)
-            for sub in ("model", "predictions", "config"):
-                tracker.log_artifacts(final.out / sub, sub)
+        stopped = _train(recipe, tracker, store, context.checkpoints)
+        if stopped is not None:
+            costs, tags = recipe.stopped_costs(until=stopped[1])
+            tracker.log_metrics(costs, step=stopped[0])
+            tracker.set_tags(tags)
+            tracker.finish()  # FINISHED, tagged stopped early: done, never run again, never a source
+            store.clear()
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                final = recipe.finish(tmp)
+                tracker.set_tags(final.tags)
+                tracker.log_series("power/gpu_w", final.power_trace)
+                tracker.log_metrics(final.metrics, step=recipe.loop.state.epoch)
+                for sub in ("model", "predictions", "config"):
+                    tracker.log_artifacts(final.out / sub, sub)
     except BaseException as exc:
         tracker.fail(exc)
         raise
+    if stopped is not None:  # Tune's stop, carried out: returning instead would make Tune's wrapper report once more
+        raise SystemExit(0)  # and wait for an answer that never comes
     tracker.finish()
     store.clear()  # the model is in MLflow: nothing will resume from the checkpoints
     tune.report({**final.metrics, "epoch": recipe.loop.state.epoch})

@@ -111,6 +111,11 @@ def _tiny_overrides(doc: dict, full_grid: bool) -> list[str]:
             over += [f"sweeps.{i}.params.imp_prune.every=1", f"sweeps.{i}.params.imp_prune.allow_forced_final=true"]
         if not full_grid:
             over.append(f"sweeps.{i}.search_space={{}}")
+        search = s.get("search", {})
+        if search.get("scheduler", "none") != "none":  # one epoch leaves nothing to stop
+            over.append(f"sweeps.{i}.search.scheduler=none")
+        if search.get("algorithm") in ("tpe", "nsga2") and not full_grid:  # without a space: one plain trial
+            over += [f"sweeps.{i}.search.algorithm=grid", f"sweeps.{i}.search.seed=0", f"sweeps.{i}.num_samples=1"]
     return over
 
 

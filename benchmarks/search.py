@@ -1,0 +1,102 @@
+"""Recipe search against brute force, on tiny models with generated sentiment data (2 CPU cores, a few minutes).
+
+    .venv/bin/python benchmarks/search.py
+
+1. ASHA against the full grid: the same 8 learning rates, 4 epochs each, tiny-bert; training compute is the sum of
+   the trials' ``time/train_s`` (stopped trials included) and the epochs they trained.
+2. NSGA-II against random search at an equal number of trials (10) over one-shot magnitude pruning of the best
+   baseline (``magnitude.sparsity`` uniform in [0.05, 0.95]), objectives dev accuracy (max) and non-zero
+   parameters (min); hypervolume against one reference point (accuracy 0.5, the dense model's parameter count),
+   median over 3 searcher seeds (random: 3 stage names, whose identities seed the draws).
+Writes benchmarks/results/<date>-search.json.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import common  # noqa: F401  (offline, repository on sys.path)
+
+ROOT = common.ROOT
+LRS = [3e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 3e-5, 1e-5]
+BASE = {"task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 1500, "split": [0.6, 0.2, 0.2]},
+        "train": {"epochs": 4, "batch_size": 16, "max_length": 48, "eval_batch_size": 64},
+        "measure": {"latency": False}}
+
+
+def _epochs(row, total: int) -> int:
+    reason = row.get("stopped_early") or ""
+    return int(reason.split("after epoch ")[1].split(" ")[0]) if reason else total
+
+
+def asha_vs_grid(tracking: str) -> dict:
+    import squeeze
+
+    doc = {"experiment": "bench-asha", "max_concurrent_trials": 2, "sweeps": [
+        {**BASE, "name": "grid", "search_space": {"lr": {"grid_search": LRS}}},
+        {**BASE, "name": "asha", "search_space": {"lr": {"grid_search": LRS}},
+         "search": {"scheduler": "asha", "grace_period": 1, "reduction_factor": 3}}]}
+    t0 = time.perf_counter()
+    df = squeeze.study(doc, tracking_uri=tracking, sequential=True)
+    out = {"wall_s": time.perf_counter() - t0}
+    for name in ("grid", "asha"):
+        g = df[df["sweep"] == name]
+        out[name] = {"train_s": float(g["time/train_s"].sum()), "epochs": sum(_epochs(r, 4) for r in g.to_dict("records")),
+                     "best_val_accuracy": float(g[g["status"] == "FINISHED"]["val/accuracy"].max()),
+                     "stopped_early": int((g["status"] == "STOPPED_EARLY").sum())}
+    out["compute_ratio_train_s"] = out["asha"]["train_s"] / out["grid"]["train_s"]
+    out["compute_ratio_epochs"] = out["asha"]["epochs"] / out["grid"]["epochs"]
+    out["asha_reaches_grid_best"] = out["asha"]["best_val_accuracy"] >= out["grid"]["best_val_accuracy"]
+    return out
+
+
+def mo_search(tracking: str, trials: int = 10, seeds=(0, 1, 2)) -> dict:
+    import squeeze
+    from squeeze.search.front import hypervolume
+
+    base = {**BASE, "name": "baseline", "train": {**BASE["train"], "epochs": 3, "lr": 1e-3}}
+    objectives = [{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/nonzero", "mode": "min"}]
+    sweeps = [base]
+    for s in seeds:
+        for algo in ("random", "nsga2"):
+            sweeps.append({"name": f"{algo}-{s}", "task": "sentiment", "technique": ["magnitude"],
+                           "model": {"name": "tiny-bert"}, "data": BASE["data"], "train": {"max_length": 48, "eval_batch_size": 64},
+                           "measure": {"latency": False}, "source": {"sweep": "baseline", "select": "best"},
+                           "num_samples": trials, "objectives": objectives,
+                           "search": {"algorithm": algo, **({"seed": s} if algo == "nsga2" else {})},
+                           "search_space": {"magnitude.sparsity": {"uniform": [0.05, 0.95]}}})
+    t0 = time.perf_counter()
+    df = squeeze.study({"experiment": "bench-mo", "max_concurrent_trials": 2, "sweeps": sweeps}, tracking_uri=tracking)
+    dense = float(df[df["sweep"] == "baseline"]["size/nonzero"].max())
+    ref = [0.5, dense]
+    hv = {}
+    for s in seeds:
+        for algo in ("random", "nsga2"):
+            g = df[(df["sweep"] == f"{algo}-{s}") & (df["status"] == "FINISHED")]
+            hv.setdefault(algo, []).append(hypervolume(g[["val/accuracy", "size/nonzero"]].to_numpy(), ["max", "min"], ref))
+    med = {a: statistics.median(v) for a, v in hv.items()}
+    return {"wall_s": time.perf_counter() - t0, "trials_per_search": trials, "reference": ref, "hypervolume": hv,
+            "median_hypervolume": med, "ratio_nsga2_over_random": med["nsga2"] / med["random"] if med["random"] else None}
+
+
+def main() -> None:
+    from run import machine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        tracking = f"sqlite:///{tmp}/mlflow.db"
+        result = {"machine": machine(), "date": datetime.date.today().isoformat(),
+                  "asha_vs_grid": asha_vs_grid(tracking), "mo_search": mo_search(tracking),
+                  "goals": {"asha_compute_at_most": 0.5, "nsga2_hypervolume_at_least": 1.1}}
+    path = ROOT / "benchmarks" / "results" / f"{result['date']}-search.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
