@@ -113,6 +113,24 @@ def pareto(df: pd.DataFrame, task: str, cost: str, out: Path) -> Path:
     return _save(fig, out / f"pareto_{task}_{cost.replace('/', '_')}.png")
 
 
+def stage_front(front, out: Path) -> Path:
+    """A stage's trials on its first two objectives, the front marked and joined, infeasible trials hollow."""
+    t = front.table
+    (x, mx), (y, my) = [(o["metric"], o["mode"]) for o in front.objectives[:2]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bad = t[t["infeasible"] != ""]
+    ok = t[(t["infeasible"] == "") & ~t["on_front"]]
+    on = t[t["on_front"]].sort_values(x)
+    ax.scatter(ok[x], ok[y], s=18, color="tab:gray", label="dominated")
+    ax.scatter(bad[x], bad[y], s=18, facecolors="none", edgecolors="tab:red", label="breaks a constraint")
+    ax.plot(on[x], on[y], "o-", color="black", ms=5, lw=1, label="front")
+    better = {"max": "higher is better", "min": "lower is better"}
+    ax.set(xlabel=f"{x} ({better[mx]})", ylabel=f"{y} ({better[my]})",
+           title=f"{front.sweep}: hypervolume {front.hypervolume:.4g}")
+    ax.legend(fontsize=8)
+    return _save(fig, out / f"front_{front.sweep}.png")
+
+
 def all_plots(df: pd.DataFrame, out: Path, prune_hist: pd.DataFrame | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -112,6 +112,7 @@ def _search_section(df, experiment: str, uri: str | None, out: Path) -> list[str
                   f"reference point ({ref}) (each objective's worst feasible value, 10% of its range further).", "",
                   tables.render(f.table.reset_index(drop=True), "markdown"), ""]
         f.table.to_csv(out / f"front_{sweep}.csv", index=False)
+        lines += [f"![front {sweep}]({plots.stage_front(f, out).name})", ""]
     for task in tables.report_tasks(df):
         rows = df[df["task"] == task]
         from squeeze.registry import get_task

@@ -149,7 +149,8 @@ def trial_lines(stage: str, primary: str, epochs: int = 0, total: int = 0, max_s
             m = trial.last_result or {}
             score = m.get(f"test/{primary}")
             took = time.time() - self.started.get(trial.trial_id, time.time())
-            say(f"[{stage}] trial {trial.trial_id} finished ({self.count}/{total or len(trials)}): "
+            ended = "finished" if "parity/ok" in m else f"stopped early after epoch {m.get('epochs_done', '?')}"
+            say(f"[{stage}] trial {trial.trial_id} {ended} ({self.count}/{total or len(trials)}): "
                 + (f"test/{primary} {score:.4g}, " if isinstance(score, (int, float)) else "") + f"{took:.0f} s")
 
         def on_trial_error(self, iteration, trials, trial, **info):

@@ -186,7 +186,7 @@ def results_table(results, sweep: SweepCfg) -> pd.DataFrame:
         for split in ("val", "test"):
             row[f"{split}/{task.primary_metric}"] = m.get(f"{split}/{task.primary_metric}")
         row["time_total_s"] = m.get("time_total_s")
-        row["status"] = "ERROR" if r.error else "OK"
+        row["status"] = "ERROR" if r.error else "OK" if "parity/ok" in m else "STOPPED"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -146,12 +146,13 @@ def run_trial(config: dict, prepared: Prepared, context: TrialContext) -> None:
     cfg = resolve_trial(context.sweep, point)
     source_run = point.get("source_run")
     tracker = tracking.TrialRun(context.tracking_uri, context.experiment_id, context.parent_id, point["key"],
-                                name=f"{cfg.name} {describe(point)}", tags=tracking.trial_tags(cfg))
+                                name=f"{cfg.name} {describe(point)}",
+                                tags={**tracking.trial_tags(cfg), POINT_TAG: json.dumps(point, sort_keys=True)})
     store = PointStore(context.stage_dir, point["key"], keep=context.checkpoints)
     try:
         tracker.log_params(_params(cfg, prepared, source_run))
         tracker.log_datasets(prepared.data_name, prepared.key, prepared.data_name, prepared.sizes)
-        tracker.set_tags({POINT_TAG: json.dumps(point, sort_keys=True), "ray.node_id": ray.get_runtime_context().get_node_id(),
+        tracker.set_tags({"ray.node_id": ray.get_runtime_context().get_node_id(),
                           "ray.trial_id": tune.get_context().get_trial_id() or "local"})
         uri, cache = context.tracking_uri, context.cache_dir
         source_dir = tracking.download_model(uri, source_run, cache) if source_run else None

@@ -25,13 +25,13 @@ from squeeze import cli
 pytestmark = pytest.mark.slow
 
 
-def _file(workdir, name, *, seeds=(0, 1), epochs=2, fail=None, sleep=0.0, latency=None, concurrent=1):
+def _file(workdir, name, *, seeds=(0, 1), epochs=2, fail=None, sleep=0.0, latency=None, concurrent=1, **extra):
     params = {"mode": "none", "sleep_s": sleep, "steps_per_epoch": 3}
     params.update(fail or {})
     sweep = {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 80},
              "train": {"epochs": epochs, "batch_size": 16, "max_length": 32, "lr": 1e-3},
              "measure": latency or {"latency": False}, "technique": ["faulty:FailOnce"],
-             "params": {"faulty:FailOnce": params}, "search_space": {"seed": {"grid_search": list(seeds)}}}
+             "params": {"faulty:FailOnce": params}, "search_space": {"seed": {"grid_search": list(seeds)}}, **extra}
     doc = {"experiment": name, "max_concurrent_trials": concurrent, "sweeps": [sweep]}
     f = workdir / f"{name}.yaml"
     f.write_text(yaml.safe_dump(doc))
@@ -127,6 +127,32 @@ def test_sigterm_mid_trial_exits_130_with_killed_runs_and_the_next_study_finishe
     _, parents, children = study_runs(workdir, "term")
     assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 3
     assert all(r.info.status == "FINISHED" for r in children)
+    assert all(_finished(children)[k].info.end_time == t for k, t in finished.items())  # not recomputed
+
+
+def test_sigterm_under_tpe_and_asha_then_the_next_study_runs_each_trial_once(workdir):
+    """An adaptive search with a scheduler: the interrupted trial's point runs again (from its run's point tag),
+    finished and stopped trials are not recomputed, and the stage ends with exactly num_samples distinct trials."""
+    import ray
+
+    ray.shutdown()
+    f = _file(workdir, "tpe", epochs=3, sleep=0.3, num_samples=3, search={"algorithm": "tpe", "scheduler": "asha",
+              "grace_period": 1, "reduction_factor": 2}, search_space={"seed": {"randint": [0, 1000]}})
+    proc = start_cli(workdir, "study", f)
+    wait_runs(workdir, "tpe", lambda p, c: any(r.info.status == "FINISHED" for r in c)
+              and any(r.info.status == "RUNNING" for r in c))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130, (workdir / "0.log").read_text()[-3000:]
+    _, _, children = study_runs(workdir, "tpe")
+    killed = {r.data.tags["squeeze.trial_id"] for r in children if r.info.status == "KILLED"}
+    finished = {k: r.info.end_time for k, r in _finished(children).items()}
+    assert killed and finished
+    done = _study(workdir, f)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, parents, children = study_runs(workdir, "tpe")
+    keys = [r.data.tags["squeeze.trial_id"] for r in children]
+    assert parents[0].info.status == "FINISHED" and len(keys) == len(set(keys)) == 3
+    assert all(r.info.status == "FINISHED" for r in children) and killed <= set(keys)
     assert all(_finished(children)[k].info.end_time == t for k, t in finished.items())  # not recomputed
 
 

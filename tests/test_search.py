@@ -219,9 +219,32 @@ def test_nsga2_front_is_non_dominated_and_a_budget_holds_across_a_resume(workdir
     off = f.table[~f.table["on_front"]][["val/accuracy", "size/nonzero"]].to_numpy()
     assert all(any(front.dominates(a, b) for a in x) for b in front.costs(off, ["max", "min"]))
     assert f.hypervolume > 0 and not math.isnan(f.reference[0])
+    from analysis import report
+
+    text = (report.build("mo", workdir / "rep") / "report.md").read_text()
+    assert "## Front: prune" in text and "Hypervolume" in text and (workdir / "rep" / "front_prune.png").stat().st_size > 5000
     # a larger budget continues the same stage: 2 more trials, none repeated
     mo["sweeps"][1]["budget"] = {"trials": 6}
     (workdir / "s.yaml").write_text(yaml.safe_dump(mo))
     df2 = squeeze.study(str(workdir / "s.yaml"))
     prune2 = df2[df2["sweep"] == "prune"]
     assert len(prune2) == 6 and prune2["trial_id"].nunique() == 6 and set(prune["run_id"]) <= set(prune2["run_id"])
+
+
+def test_ray_asha_stops_below_the_rung_cutoff_but_never_at_the_last_epoch():
+    from squeeze.search.schedulers import Asha
+
+    s = Asha(epochs=3, grace_period=1, reduction_factor=2)
+    s.set_search_properties("val/accuracy", "max")
+    trials = [SimpleNamespace(trial_id=t, config={}) for t in ("a", "b", "c")]
+    for t in trials:
+        s.on_trial_add(None, t)
+
+    def report(t, acc, epochs, **extra):
+        return s.on_trial_result(None, t, {"val/accuracy": acc, "epochs_done": epochs, **extra})
+
+    assert report(trials[0], 0.9, 1) == "CONTINUE"
+    assert report(trials[1], 0.5, 1) == "STOP"  # below the median of the rung (Ray's cutoff at 1 - 1/eta)
+    assert report(trials[0], 0.2, 3) == "CONTINUE"  # its last epoch: only evaluation and saving are left
+    assert report(trials[2], 0.1, 1, **{"parity/ok": 1.0}) == "CONTINUE"  # a final result is never a stop
+    assert list(s.stopped) == ["b"] and "asha after epoch 1 of 3" in s.stopped["b"]
