@@ -22,24 +22,33 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def evp_curves(df: pd.DataFrame, task: str, out: Path, budget: str = "time/train_s") -> Path:
-    """Figure 3a: EVP of the primary validation metric per technique, against trials and against budget."""
+def evp_curves(df: pd.DataFrame, task: str, out: Path, budget: str = "time/train_s",
+               energy: str = "energy/total_kwh") -> Path:
+    """Figure 3a: EVP of the primary validation metric per technique with its 95% bootstrap band, against trials,
+    against training hours and, where every trial measured it, against kWh."""
     name, mode = primary(df, task)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for tech, g in df[(df["task"] == task) & (df["status"] == "FINISHED")].groupby("technique"):
+    rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
+    costs = {"hours": (budget, 1 / 3600, "training hours (expected, cumulative)"),
+             "kwh": (energy, 1.0, "energy kWh (expected, cumulative)")}
+    measured = [k for k, (col, _, _) in costs.items() if col in rows and rows[col].notna().all() and len(rows)]
+    fig, axes = plt.subplots(1, 1 + len(measured), figsize=(5.5 * (1 + len(measured)), 4), squeeze=False)
+    axes = axes[0]
+    for tech, g in rows.groupby("technique"):
         scores = g[f"val/{name}"].to_numpy(dtype=float)
         if np.isnan(scores).all():
             continue
-        costs = g[budget].to_numpy(dtype=float) / 3600 if budget in g else None
-        c = expected_max_curve(scores, mode=mode, budgets=costs, n_bootstrap=300)
-        ax1.plot(c["n"], c["mean"], marker="o", label=tech)
-        ax1.fill_between(c["n"], c["mean"] - c["std"], c["mean"] + c["std"], alpha=0.2)
-        if "budget" in c and c["budget"].notna().all():
-            ax2.plot(c["budget"], c["mean"], marker="o", label=tech)
-            ax2.fill_between(c["budget"], c["mean"] - c["std"], c["mean"] + c["std"], alpha=0.2)
-    ax1.set(xlabel="trials (n)", ylabel=f"expected best val {name}", title=f"{task}: EVP ± std")
-    ax2.set(xlabel="training hours (expected, cumulative)", ylabel=f"expected best val {name}", title=f"{task}: EVP vs budget")
-    ax1.legend(fontsize=8)
+        c = expected_max_curve(scores, mode=mode, n_bootstrap=300)
+        axes[0].plot(c["n"], c["mean"], marker="o", label=tech)
+        axes[0].fill_between(c["n"], c["lower"], c["upper"], alpha=0.2)
+        for ax, k in zip(axes[1:], measured):
+            col, scale, _ = costs[k]
+            cb = expected_max_curve(scores, mode=mode, budgets=g[col].to_numpy(dtype=float) * scale, n_bootstrap=300)
+            ax.plot(cb["budget"], cb["mean"], marker="o", label=tech)
+            ax.fill_between(cb["budget"], cb["lower"], cb["upper"], alpha=0.2)
+    axes[0].set(xlabel="trials (n)", ylabel=f"expected best val {name}", title=f"{task}: EVP, 95% bootstrap band")
+    for ax, k in zip(axes[1:], measured):
+        ax.set(xlabel=costs[k][2], ylabel=f"expected best val {name}", title=f"{task}: EVP vs {k}")
+    axes[0].legend(fontsize=8)
     return _save(fig, out / f"evp_{task}.png")
 
 

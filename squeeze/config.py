@@ -27,10 +27,11 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from squeeze import search_space
+from squeeze.search import alternatives
 from squeeze.data.options import DataCfg
 from squeeze.fields import Strict as _Strict
 from squeeze.fields import on_driver as _on_driver
-from squeeze.overrides import ConfigError, deep_merge, post_training, without_training
+from squeeze.overrides import ConfigError, deep_merge, defaults_for
 from squeeze.points import MAX_TRIALS
 from squeeze.presets import PRESETS
 from squeeze.overrides import apply_overrides as _apply
@@ -290,7 +291,10 @@ class SweepCfg(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _canonical_params(cls, raw):
-        """``params`` of a plug-in technique may be keyed by the short name its class declares."""
+        """``params`` of a plug-in technique may be keyed by the short name its class declares; a searched
+        technique (``search_space.technique``) makes ``technique`` the union of its alternatives."""
+        if isinstance(raw, dict):
+            raw = alternatives.normalize(raw)
         if isinstance(raw, dict) and isinstance(raw.get("params"), dict) and isinstance(raw.get("technique"), list):
             try:
                 raw = {**raw, "params": {search_space.canonical_technique(k, raw["technique"]): v
@@ -307,7 +311,45 @@ class SweepCfg(_Strict):
                 raise ValueError(f"params.{name}: technique {name!r} is not in this sweep's technique list {self.technique}")
             search_space.technique_params_of(name, values, f"params.{name}", info.context)
         for key, spec in self.search_space.items():
-            search_space.check_entry(key, spec, self, info.context)
+            if key != alternatives.KEY:
+                search_space.check_entry(key, spec, self, info.context)
+        if alternatives.searched(self):
+            self._check_alternatives(info)
+        else:
+            self._check_techniques(task, info)
+        size = alternatives.max_trials(self, _grid_size) if self.search.algorithm in ("grid", "random") else self.num_samples
+        if size > MAX_TRIALS:
+            raise ValueError(f"search_space: makes {size:,} trials (grid sizes times num_samples); at most "
+                             f"{MAX_TRIALS:,} are allowed")
+        if self.data.split is None:
+            self.data.split = task.default_split
+        search_spec.check(self, task)
+        return self
+
+    def _check_alternatives(self, info: ValidationInfo) -> None:
+        """Each alternative of a searched technique, validated as a sweep of its own."""
+        from squeeze.registry import technique_label
+
+        raw = self.model_dump(mode="json", exclude_unset=True)
+        for alt in alternatives.alternatives(self):
+            try:
+                SweepCfg.model_validate(alternatives.raw_alternative(raw, alt), context=info.context)
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                loc = ".".join(map(str, e["loc"]))
+                raise ValueError(f"search_space.technique: alternative {technique_label(alt)!r}: "
+                                 f"{loc + ': ' if loc else ''}{e['msg'].removeprefix('Value error, ')}") from None
+        if all(alternatives.post_training(a) for a in alternatives.alternatives(self)):
+            self._post_training_epochs(self.technique[0])
+
+    def _post_training_epochs(self, technique: str) -> None:
+        if "epochs" in self.train.model_fields_set and self.train.epochs != 0:
+            raise ValueError(f"train.epochs: technique {technique!r} is post-training (it acts on its source's trained "
+                             f"models), so the sweep trains 0 epochs, got {self.train.epochs}; to fine-tune first, "
+                             "use a separate stage as its source")
+        self.train.epochs = 0
+
+    def _check_techniques(self, task, info: ValidationInfo) -> None:
         classes = self.technique_classes()
         for t, cls in zip(self.technique, classes):
             if cls.needs_source and self.source is None:
@@ -330,21 +372,9 @@ class SweepCfg(_Strict):
                                  "squeeze/families.py)")
         if _on_driver(info):
             _check_head(self, task)
-        size = self.num_samples * (_grid_size(self.search_space) if self.search.algorithm in ("grid", "random") else 1)
-        if size > MAX_TRIALS:
-            raise ValueError(f"search_space: makes {size:,} trials (grid sizes times num_samples); at most "
-                             f"{MAX_TRIALS:,} are allowed")
         post = [t for t, c in zip(self.technique, classes) if c.post_training]
         if post:
-            if "epochs" in self.train.model_fields_set and self.train.epochs != 0:
-                raise ValueError(f"train.epochs: technique {post[0]!r} is post-training (it acts on its source's trained "
-                                 f"models), so the sweep trains 0 epochs, got {self.train.epochs}; to fine-tune first, "
-                                 "use a separate stage as its source")
-            self.train.epochs = 0
-        if self.data.split is None:
-            self.data.split = task.default_split
-        search_spec.check(self, task)
-        return self
+            self._post_training_epochs(post[0])
 
     def objective_list(self) -> list:
         """The objectives, the task's primary metric when none are listed."""
@@ -460,7 +490,7 @@ def parse(raw: Any, source: str = "<config>") -> RunCfg:
     if not isinstance(defaults, dict):
         raise ConfigError(f"{source}: defaults: must be a mapping")
     if isinstance(raw.get("sweeps"), list):
-        raw["sweeps"] = [deep_merge(without_training(defaults) if post_training(s, defaults) else defaults, s)
+        raw["sweeps"] = [deep_merge(defaults_for(s, defaults), s)
                          if isinstance(s, dict) else s for s in raw["sweeps"]]
     try:
         return RunCfg.model_validate(raw, context={"driver": True})

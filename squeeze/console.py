@@ -71,7 +71,8 @@ def describe(config: dict) -> str:
     """``lr=3e-05 seed=0 pkd.alpha=0.5``: the values this trial's search space gave it (a Tune config holds them
     under ``point``: see ``squeeze.points``)."""
     config = config.get("point", config)
-    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (config.get("train") or {}).items()]
+    parts = ["+".join(config["technique"])] if config.get("technique") else []  # a searched technique's recipe
+    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (config.get("train") or {}).items()]
     parts += [f"{t.split(':')[-1]}.{k}={v}" for t, ps in (config.get("params") or {}).items() for k, v in ps.items()]
     if config.get("source_run"):
         parts.append(f"source={config['source_run'][:8]}")

@@ -34,12 +34,28 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def post_training(sweep: dict, defaults: dict) -> bool:
-    """Does this raw sweep run a post-training technique? (unknown names: False, the schema reports them)"""
+    """Does this raw sweep run a post-training technique? (unknown names: False, the schema reports them) A sweep that
+    searches its technique is post-training when every alternative is."""
+    space = sweep.get("search_space")
+    searched = space.get("technique") if isinstance(space, dict) else None
+    if isinstance(searched, dict) and len(searched) == 1 and isinstance(next(iter(searched.values())), list):
+        alts = next(iter(searched.values()))
+        return bool(alts) and all(post_training({"technique": a}, {}) for a in alts)
     techs = sweep.get("technique", defaults.get("technique", ["baseline"]))
     try:
         return any(get_technique_class(t).post_training for t in ([techs] if isinstance(techs, str) else techs))
     except (KeyError, TypeError):
         return False
+
+
+def defaults_for(sweep: dict, defaults: dict) -> dict:
+    """What ``defaults`` gives one raw sweep: no training-only field to a post-training sweep, no ``technique`` to a
+    sweep that searches it."""
+    out = without_training(defaults) if post_training(sweep, defaults) else defaults
+    space = sweep.get("search_space")
+    if isinstance(space, dict) and "technique" in space and "technique" in out:
+        out = {k: v for k, v in out.items() if k != "technique"}
+    return out
 
 
 def without_training(defaults: dict) -> dict:

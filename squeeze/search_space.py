@@ -79,7 +79,9 @@ def check_entry(key: str, spec: Any, sweep: SweepCfg, context: dict | None = Non
     train_cls = type(sweep.train)
     if tech is not None:
         if tech not in sweep.technique:
-            raise ValueError(f"search_space.{key}: technique {tech!r} is not in this sweep's technique list {sweep.technique}")
+            where = ("any alternative of search_space.technique" if "technique" in sweep.search_space
+                     else "this sweep's technique list")
+            raise ValueError(f"search_space.{key}: technique {tech!r} is not in {where} {sweep.technique}")
     elif key not in train_cls.model_fields:
         raise ValueError(f"search_space.{key}: not a tunable field; allowed: {', '.join(train_cls.model_fields)}, "
                          "or <technique>.<param>")
@@ -172,6 +174,8 @@ def param_space(sweep: SweepCfg) -> dict[str, Any]:
 
     space: dict[str, Any] = {"train": {}, "params": {}}
     for key, spec in sweep.search_space.items():
+        if key == "technique":  # a searched technique: each alternative's space (``squeeze.search.alternatives``)
+            raise ValueError("param_space: a stage that searches its technique expands per alternative")
         (sampler, args), = spec.items()
         value = getattr(tune, sampler)(list(args)) if SAMPLERS[sampler] is None else getattr(tune, sampler)(*args)
         tech, field = split_key(key, sweep.technique)
@@ -183,8 +187,12 @@ def param_space(sweep: SweepCfg) -> dict[str, Any]:
 
 
 def resolve_trial(sweep: SweepCfg, sampled: dict[str, Any]) -> SweepCfg:
-    """The sweep with one trial's sampled values filled in (only they are validated again: no file-system checks)."""
+    """The sweep with one trial's sampled values filled in (only they are validated again: no file-system checks);
+    a stage that searches its technique becomes the sweep of the alternative the point runs."""
+    from squeeze.search.alternatives import resolve
+
     sampled = sampled or {}
+    sweep = resolve(sweep, sampled)
     train = type(sweep.train).model_validate({**sweep.train.model_dump(), **(sampled.get("train") or {})})
     params = {t: {**sweep.params.get(t, {}), **(sampled.get("params") or {}).get(t, {})} for t in sweep.technique}
     params = {t: v for t, v in params.items() if v}
@@ -211,6 +219,8 @@ def points(sweep: SweepCfg, technique: str) -> list[tuple[Any, Any]]:
 
     train_space, tech_space = {}, {}
     for key, spec in sweep.search_space.items():
+        if key == "technique":
+            continue
         tech, field = split_key(key, sweep.technique)
         if _values(spec) and tech is None:
             train_space[key] = _values(spec)

@@ -22,9 +22,10 @@ import yaml
 from squeeze import console, dag, tracking
 from squeeze.config import ConfigError, RunCfg, SweepCfg
 from squeeze.prepare import Prepared, prepare, shared_tokenizers
-from squeeze.registry import get_task, technique_label
+from squeeze.registry import get_task
 from squeeze.search.budget import Meter
 from squeeze.search.build import build_search
+from squeeze.search import alternatives
 from squeeze.search_space import param_space
 
 log = logging.getLogger(__name__)
@@ -206,14 +207,20 @@ def stage_points(sweep: SweepCfg, ident: str, sources: list[str] | None) -> list
 
     from squeeze.points import expand
 
-    space = param_space(sweep)
-    if sources:
-        space["source_run"] = tune.grid_search(sources)
+    def space_of(sub: SweepCfg) -> dict:
+        space = param_space(sub)
+        if sources:
+            space["source_run"] = tune.grid_search(sources)
+        return space
+
     try:
-        out = expand(space, sweep.num_samples, ident)
+        if alternatives.searched(sweep):
+            out, asked = alternatives.points(sweep, ident, expand, space_of)
+        else:
+            space = space_of(sweep)
+            out, asked = expand(space, sweep.num_samples, ident), count_trials(space, sweep.num_samples)
     except ValueError as exc:
         raise ConfigError(f"sweep {sweep.name!r}: {exc}") from None
-    asked = count_trials(space, sweep.num_samples)
     if len(out) < asked:  # a choice over few values drew the same point again: one trial, not a duplicate
         console.say(f"[{sweep.name}] {asked} samples drew {len(out)} distinct points: {len(out)} trials")
     return out
@@ -278,7 +285,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         tracking.reopen(uri, parent_id)
     else:
         parent_id = _start_parent(sweep, prepared, uri, experiment_id, ident, sources)
-        console.say(f"[{sweep.name}] {sweep.task} x {technique_label(sweep.technique)} on {sweep.model.name}: "
+        console.say(f"[{sweep.name}] {sweep.task} x {alternatives.label(sweep)} on {sweep.model.name}: "
                     f"MLflow run {parent_id}")
     st = stage.Stage(uri, experiment_id, parent_id, resumed=parent_id in {p.info.run_id for p in parents})
     st.hold()
@@ -352,7 +359,7 @@ def _start_parent(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: 
 
     text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
     return tracking.start_parent(uri, experiment_id, sweep.name, text, {
-        **tracking.source_tags(), "task": sweep.task, "technique": technique_label(sweep.technique), IDENTITY_TAG: ident,
+        **tracking.source_tags(), "task": sweep.task, "technique": alternatives.label(sweep), IDENTITY_TAG: ident,
         "squeeze.search": _search_tag(sweep, sources), "squeeze.scheduler": sweep.search.scheduler,
         "squeeze.objectives": json.dumps([o.model_dump() for o in sweep.objective_list()]),
         "squeeze.constraints": json.dumps([c.model_dump(exclude_none=True) for c in sweep.constraints]),

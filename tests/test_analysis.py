@@ -119,6 +119,16 @@ def test_every_plot_is_a_png(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p
 
 
+def test_evp_figure_gains_an_energy_panel_only_where_every_trial_measured_kwh(tmp_path):
+    from PIL import Image
+
+    df = _runs()
+    two = Image.open(plots.evp_curves(df, "sentiment", tmp_path)).size  # kWh not measured: trials and hours
+    df["energy/total_kwh"] = 0.01
+    three = Image.open(plots.evp_curves(df, "sentiment", tmp_path)).size
+    assert three[0] > two[0] * 1.3 and three[1] == two[1]
+
+
 def test_load_runs_keeps_the_latest_run_of_a_stage(tmp_path):
     """A stage run again supersedes its earlier trials instead of doubling the population."""
     import time

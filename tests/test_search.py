@@ -111,6 +111,88 @@ def test_a_draw_that_repeats_a_known_point_is_told_its_result_not_run_again():
     assert len(draws.study.trials) > 2
 
 
+# ---------------------------------------------------------------------------------------------- the technique searched
+
+
+def _searching(space, **kw):
+    """A stage from a baseline that searches its technique; the baseline is parsed with it (the source rules)."""
+    from squeeze import config
+
+    base = {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60},
+            "train": {"epochs": 1, "max_length": 32}}
+    doc = {"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 60},
+           "train": {"max_length": 32, **kw.pop("train", {})}, "source": {"sweep": "base"}, "search_space": space, **kw}
+    return config.parse({"experiment": "t", "sweeps": [base, doc]}).sweeps[1]
+
+
+def test_a_searched_technique_expands_each_alternative_with_only_its_own_knobs():
+    from squeeze.search import alternatives
+    from squeeze.search_space import resolve_trial
+    from squeeze.sweep import stage_points
+
+    sw = _searching({"technique": {"grid_search": ["dq", "rtn", ["sparsegpt", "gptq"]]},
+                     "gptq.bits": {"grid_search": [4, 8]}, "sparsegpt.sparsity": {"grid_search": [0.3, 0.5]},
+                     "rtn.group_size": {"grid_search": [32, 64]}})
+    assert sw.technique == ["dq", "rtn", "sparsegpt", "gptq"] and sw.train.epochs == 0
+    assert alternatives.label(sw) == "dq | rtn | gptq+sparsegpt"
+    pts = stage_points(sw, "ident", None)
+    # 1 (dq: nothing searched) + 2 (rtn: its group size) + 4 (bits x sparsity): not the 1 x 2 x 2 x 2 x 3 product
+    by = {}
+    for p in pts:
+        by.setdefault("+".join(p["technique"]), []).append(p)
+    assert {k: len(v) for k, v in by.items()} == {"dq": 1, "rtn": 2, "sparsegpt+gptq": 4}
+    assert by["dq"][0]["params"] == {} and all(set(p["params"]) == {"rtn"} for p in by["rtn"])
+    assert {(p["params"]["gptq"]["bits"], p["params"]["sparsegpt"]["sparsity"]) for p in by["sparsegpt+gptq"]} == \
+        {(4, 0.3), (4, 0.5), (8, 0.3), (8, 0.5)}
+    assert len({p["key"] for p in pts}) == 7 and stage_points(sw, "ident", None) == pts  # the same on every driver
+    trial = resolve_trial(sw, by["sparsegpt+gptq"][0])
+    assert trial.technique == ["sparsegpt", "gptq"] and set(trial.params) == {"sparsegpt", "gptq"}
+    assert resolve_trial(sw, by["dq"][0]).technique == ["dq"] and resolve_trial(sw, by["dq"][0]).params == {}
+
+
+def test_a_training_field_applies_only_to_the_alternatives_that_train():
+    from squeeze.search_space import resolve_trial
+    from squeeze.sweep import stage_points
+
+    sw = _searching({"technique": {"grid_search": ["dq", "pkd"]}, "lr": {"grid_search": [1e-4, 3e-4]},
+                     "pkd.alpha": {"grid_search": [0.2, 0.8]}}, train={"epochs": 2})
+    pts = stage_points(sw, "ident", None)
+    dq = [p for p in pts if p["technique"] == ["dq"]]
+    pkd = [p for p in pts if p["technique"] == ["pkd"]]
+    assert len(dq) == 1 and dq[0]["train"] == {}  # two learning rates would quantize the same model twice
+    assert len(pkd) == 4 and {p["train"]["lr"] for p in pkd} == {1e-4, 3e-4}
+    assert resolve_trial(sw, dq[0]).train.epochs == 0 and resolve_trial(sw, pkd[0]).train.epochs == 2
+
+
+def test_optuna_draws_the_technique_first_and_then_only_its_knobs():
+    from squeeze.registry import technique_label
+    from squeeze.search import alternatives
+    from squeeze.search.searchers import OptunaDraws, distributions
+
+    sw = _searching({"technique": {"choice": ["dq", "gptq", ["sparsegpt", "gptq"]]},
+                     "gptq.bits": {"choice": [4, 8]}, "sparsegpt.sparsity": {"uniform": [0.3, 0.7]},
+                     "dq.backend": {"choice": ["torch", "onnxruntime"]}},
+                    search={"algorithm": "tpe", "seed": 3}, num_samples=12)
+    space = distributions(sw, ["r1"])
+    recipes = {technique_label(a): a for a in alternatives.alternatives(sw)}
+    draws = OptunaDraws(space, ["val/accuracy"], ["max"], "tpe", 3, recipes=recipes)
+    want = {"dq": {"dq"}, "gptq": {"gptq"}, "gptq+sparsegpt": {"gptq", "sparsegpt"}}
+    seen = []
+    for i in range(12):
+        p = draws.ask(str(i))
+        label = technique_label(p["technique"])
+        assert set(p["params"]) == want[label] and p["train"] == {} and p["source_run"] == "r1", p
+        draws.tell(str(i), p["key"], {"val/accuracy": {"dq": 0.8, "gptq": 0.7}.get(label, 0.6), "parity/ok": 1.0}, False)
+        seen.append(p)
+    assert len({technique_label(p["technique"]) for p in seen}) == 3 and len({p["key"] for p in seen}) == 12
+    # a resumed search learns every finished point of every alternative, and draws none of them again
+    again = OptunaDraws(space, ["val/accuracy"], ["max"], "tpe", 3, recipes=recipes)
+    for p in seen:
+        again.add_known(p, {"val/accuracy": 0.5, "parity/ok": 1.0})
+    assert len(again.study.trials) == 12 and set(again.known) == {p["key"] for p in seen}
+    assert again.ask("next")["key"] not in again.known
+
+
 # ---------------------------------------------------------------------------------------------- budgets
 
 
@@ -147,6 +229,24 @@ def test_identity_ignores_the_budget_and_default_search_settings():
 
 # ---------------------------------------------------------------------------------------------- real stages
 
+def _study(workdir, doc):
+    """``squeeze.study`` of ``doc`` written as the sweep file a user would run."""
+    import squeeze
+
+    (workdir / "s.yaml").write_text(yaml.safe_dump(doc))
+    return squeeze.study(str(workdir / "s.yaml"))
+
+
+def _parent(workdir, experiment: str, sweep: str):
+    """The parent MLflow run of a stage, and the client that read it."""
+    from squeeze.tracking import mlflow_client
+
+    client = mlflow_client(f"sqlite:///{workdir}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    return client, next(r for r in client.search_runs([exp]) if r.data.tags.get("squeeze.sweep") == sweep
+                        and r.data.tags.get("squeeze.parent") == "1")
+
+
 ASHA = {"experiment": "asha", "max_concurrent_trials": 1, "sweeps": [
     {"name": "senti", "task": "sentiment", "model": {"name": "tiny-bert"},
      "data": {"size": 1500, "split": [0.6, 0.2, 0.2]},
@@ -162,10 +262,8 @@ ASHA = {"experiment": "asha", "max_concurrent_trials": 1, "sweeps": [
 @pytest.mark.slow
 def test_asha_stops_the_worst_trials_and_their_runs_say_so(workdir, ray_session):
     import squeeze
-    from squeeze.tracking import mlflow_client
 
-    (workdir / "s.yaml").write_text(yaml.safe_dump(ASHA))
-    df = squeeze.study(str(workdir / "s.yaml"))
+    df = _study(workdir, ASHA)
     senti = df[df["sweep"] == "senti"]
     stopped = senti[senti["status"] == "STOPPED_EARLY"]
     assert len(stopped) == 3 and set(stopped["lr"]) == {1e-5, 3e-3, 3e-6}
@@ -174,10 +272,7 @@ def test_asha_stops_the_worst_trials_and_their_runs_say_so(workdir, ray_session)
     kept = senti[senti["status"] == "FINISHED"]
     assert kept["lr"].tolist() == [1e-3] and kept["val/accuracy"].iloc[0] > 0.8
     assert df[df["sweep"] == "dq"]["source_run"].tolist() == kept["run_id"].tolist()  # a stopped trial is no source
-    client = mlflow_client(f"sqlite:///{workdir}/mlflow.db")
-    exp = client.get_experiment_by_name("asha").experiment_id
-    parent = next(r for r in client.search_runs([exp]) if r.data.tags.get("squeeze.sweep") == "senti"
-                  and r.data.tags.get("squeeze.parent") == "1")
+    client, parent = _parent(workdir, "asha", "senti")
     assert parent.data.metrics["trials_stopped_early"] == 3 and parent.data.tags["squeeze.not_run"] == "0"
     # a stopped trial is done: the study again runs nothing
     again = squeeze.study(str(workdir / "s.yaml"))
@@ -199,17 +294,12 @@ MO = {"experiment": "mo", "max_concurrent_trials": 2, "sweeps": [
 def test_nsga2_front_is_non_dominated_and_a_budget_holds_across_a_resume(workdir, ray_session):
     import squeeze
     from analysis.front import fronts
-    from squeeze.tracking import mlflow_client
 
     mo = copy.deepcopy(MO)
-    (workdir / "s.yaml").write_text(yaml.safe_dump(mo))
-    df = squeeze.study(str(workdir / "s.yaml"))
+    df = _study(workdir, mo)
     prune = df[df["sweep"] == "prune"]
     assert len(prune) == 4 and (prune["status"] == "FINISHED").all()  # the budget: 4 of 6
-    client = mlflow_client(f"sqlite:///{workdir}/mlflow.db")
-    exp = client.get_experiment_by_name("mo").experiment_id
-    parent = next(r for r in client.search_runs([exp]) if r.data.tags.get("squeeze.sweep") == "prune"
-                  and r.data.tags.get("squeeze.parent") == "1")
+    client, parent = _parent(workdir, "mo", "prune")
     assert parent.data.tags["squeeze.not_run"] == "2" and "budget of 4 trials spent" in parent.data.tags["squeeze.budget"]
     assert json.loads(parent.data.tags["squeeze.objectives"])[1]["metric"] == "size/nonzero"
     f = fronts("mo")["prune"]
@@ -225,10 +315,46 @@ def test_nsga2_front_is_non_dominated_and_a_budget_holds_across_a_resume(workdir
     assert "## Front: prune" in text and "Hypervolume" in text and (workdir / "rep" / "front_prune.png").stat().st_size > 5000
     # a larger budget continues the same stage: 2 more trials, none repeated
     mo["sweeps"][1]["budget"] = {"trials": 6}
-    (workdir / "s.yaml").write_text(yaml.safe_dump(mo))
-    df2 = squeeze.study(str(workdir / "s.yaml"))
+    df2 = _study(workdir, mo)
     prune2 = df2[df2["sweep"] == "prune"]
     assert len(prune2) == 6 and prune2["trial_id"].nunique() == 6 and set(prune["run_id"]) <= set(prune2["run_id"])
+
+
+ACROSS = {"experiment": "across", "max_concurrent_trials": 2, "sweeps": [
+    {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 300},
+     "train": {"epochs": 1, "batch_size": 16, "max_length": 32, "lr": 1e-3}, "measure": {"latency": False}},
+    {"name": "menu", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 300},
+     "train": {"max_length": 32}, "measure": {"latency": False}, "source": {"sweep": "base", "select": "best"},
+     "objectives": [{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/disk_mb", "mode": "min"}],
+     "params": {"rtn": {"group_size": 32}, "gptq": {"group_size": 32}, "magnitude": {"sparsity": 0.5}},
+     "search_space": {"technique": {"grid_search": ["dq", "rtn", ["magnitude", "gptq"]]},
+                      "gptq.bits": {"grid_search": [4, 8]}}}]}
+
+
+@pytest.mark.slow
+def test_one_stage_searches_dq_weight_only_and_pruning_from_one_baseline(workdir, ray_session):
+    import squeeze
+    from analysis.front import fronts
+
+    df = _study(workdir, ACROSS)
+    menu = df[df["sweep"] == "menu"]
+    base = df[df["sweep"] == "base"]
+    assert (menu["status"] == "FINISHED").all() and len(menu) == 4  # dq, rtn, and the composition at 4 and 8 bits
+    assert sorted(menu["technique"]) == ["dq", "gptq+magnitude", "gptq+magnitude", "rtn"]
+    assert set(menu["source_run"]) == set(base["run_id"])  # every recipe from the one baseline
+    client, parent = _parent(workdir, "across", "menu")
+    for _, row in menu.iterrows():  # each trial logs its own recipe's knobs and no other's
+        params = client.get_run(row["run_id"]).data.params
+        assert ("params.gptq.bits" in params) == ("gptq" in row["technique"])
+        assert ("params.dq.backend" in params) == (row["technique"] == "dq") and "train.lr" not in params
+    comp = menu[menu["technique"] == "gptq+magnitude"].sort_values("run_id")
+    bits = {client.get_run(r).data.params["params.gptq.bits"] for r in comp["run_id"]}
+    assert bits == {"4", "8"} and comp["size/disk_mb"].nunique() == 2  # 4 and 8 bits store different sizes
+    f = fronts("across")["menu"]
+    assert len(f.table) == 4 and f.table["on_front"].any()
+    assert parent.data.tags["technique"] == "dq | rtn | gptq+magnitude"
+    again = squeeze.study(str(workdir / "s.yaml"))  # complete: nothing runs twice
+    assert sorted(again["run_id"]) == sorted(df["run_id"])
 
 
 def test_ray_asha_stops_below_the_rung_cutoff_but_never_at_the_last_epoch():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 
 import pytest
 import yaml
 
 from squeeze import cli
-from squeeze.registry import get_technique_class
+from squeeze.overrides import post_training
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,12 +106,14 @@ def _tiny_overrides(doc: dict, full_grid: bool) -> list[str]:
         gpt2 = task == "dialogue" or any(k in name for k in ("gpt2", "smollm2", "llama"))  # decoders stay decoders
         over.append(f"sweeps.{i}.model.name={'tiny-gpt2' if gpt2 else 'tiny-bert'}")
         epochs = s.get("train", {}).get("epochs", defaults.get("train", {}).get("epochs", 1))
-        if not any(get_technique_class(t).post_training for t in s.get("technique", [])):  # post-training: 0 epochs
+        if not post_training(s, defaults):  # post-training: 0 epochs
             over.append(f"sweeps.{i}.train.epochs={min(epochs, 1)}")
         if "imp_prune" in s.get("technique", []):  # 2 steps cannot hold a schedule: one forced prune to X at the end
             over += [f"sweeps.{i}.params.imp_prune.every=1", f"sweeps.{i}.params.imp_prune.allow_forced_final=true"]
-        if not full_grid:
-            over.append(f"sweeps.{i}.search_space={{}}")
+        searched = s.get("search_space", {}).get("technique")
+        if not full_grid:  # a searched technique stays searched: every alternative once, with its defaults
+            techs = json.dumps({"grid_search": next(iter(searched.values()))}) if searched else ""
+            over.append(f"sweeps.{i}.search_space={{{'technique: ' + techs if searched else ''}}}")
         search = s.get("search", {})
         if search.get("scheduler", "none") != "none":  # one epoch leaves nothing to stop
             over.append(f"sweeps.{i}.search.scheduler=none")

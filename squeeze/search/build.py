@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from squeeze.registry import technique_label
+from squeeze.search.alternatives import alternatives, searched
 from squeeze.search.budget import Meter, spent_before
 from squeeze.search.schedulers import Asha, MoAsha
 from squeeze.search.searchers import OptunaDraws, StageSearcher, distributions
@@ -65,8 +67,9 @@ def build_search(sweep, plan, runs: dict, sources: list[str] | None, meter: Mete
         searcher = StageSearcher(meter, points=plan.todo)
         return StageSearch(searcher, scheduler, len(plan.todo), len(keys), keys)
     objectives = sweep.objective_list()
+    recipes = {technique_label(a): a for a in alternatives(sweep)} if searched(sweep) else None
     draws = OptunaDraws(distributions(sweep, sources), [o.metric for o in objectives], [o.mode for o in objectives],
-                        algo, sweep.search.seed, population=population(sweep.num_samples))
+                        algo, sweep.search.seed, population=population(sweep.num_samples), recipes=recipes)
     rerun, done = [], 0
     for key, run in runs.items():
         raw = run.data.tags.get(POINT_TAG)

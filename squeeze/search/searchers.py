@@ -18,6 +18,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from squeeze.points import key as point_key
+from squeeze.search.alternatives import KEY, alternatives
 from squeeze.search.budget import Meter
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,14 @@ def distributions(sweep, sources: list[str] | None) -> dict[str, Any]:
     and ``choice`` become categorical; values Optuna cannot hold (lists, dicts) travel as JSON text."""
     import optuna.distributions as od
 
+    from squeeze.registry import technique_label
     from squeeze.search_space import split_key
 
     out: dict[str, Any] = {}
     for key, spec in sweep.search_space.items():
+        if key == KEY:
+            out[KEY] = od.CategoricalDistribution([technique_label(a) for a in alternatives(sweep)])
+            continue
         (sampler, args), = spec.items()
         tech, field = split_key(key, sweep.technique)
         path = f"params/{tech}/{field}" if tech is not None else f"train/{key}"
@@ -102,13 +107,16 @@ def _value(v):
     return json.loads(v[5:]) if isinstance(v, str) and v.startswith("json:") else v
 
 
-def to_point(params: dict[str, Any], space_paths) -> dict:
-    """Optuna's params -> a point shaped like ``squeeze.points.expand``'s, with its key."""
+def to_point(params: dict[str, Any], space_paths, recipes: dict[str, list] | None = None) -> dict:
+    """Optuna's params -> a point shaped like ``squeeze.points.expand``'s, with its key (``recipes``: a searched
+    technique's alternatives by label)."""
     point: dict[str, Any] = {"train": {}, "params": {}}
     for path in space_paths:
         value = _value(params[path])
         parts = path.split("/")
-        if parts[0] == "train":
+        if path == KEY:
+            point[KEY] = list(recipes[value])
+        elif parts[0] == "train":
             point["train"][parts[1]] = value
         elif parts[0] == "params":
             point["params"].setdefault(parts[1], {})[parts[2]] = value
@@ -119,7 +127,11 @@ def to_point(params: dict[str, Any], space_paths) -> dict:
 
 
 def from_point(point: dict) -> dict[str, Any]:
+    from squeeze.registry import technique_label
+
     out = {f"train/{k}": _plain(v) for k, v in (point.get("train") or {}).items()}
+    if point.get(KEY):
+        out[KEY] = technique_label(point[KEY])
     out.update({f"params/{t}/{k}": _plain(v) for t, ps in (point.get("params") or {}).items() for k, v in ps.items()})
     if point.get("source_run"):
         out["source_run"] = point["source_run"]
@@ -130,7 +142,7 @@ class OptunaDraws:
     """An Optuna study asked for points and told their objectives."""
 
     def __init__(self, space: dict, metrics: list[str], modes: list[str], algorithm: str, seed: int,
-                 population: int = 0):
+                 population: int = 0, recipes: dict[str, list] | None = None):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -138,7 +150,7 @@ class OptunaDraws:
             sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, population or 50))
         else:
             sampler = optuna.samplers.TPESampler(seed=seed)
-        self.space, self.metrics = space, metrics
+        self.space, self.metrics, self.recipes = space, metrics, recipes
         self.study = optuna.create_study(sampler=sampler, directions=["maximize" if m == "max" else "minimize"
                                                                        for m in modes])
         self.known: dict[str, list[float] | None] = {}  # point key -> values (None: failed or stopped)
@@ -159,11 +171,13 @@ class OptunaDraws:
         from optuna.trial import TrialState
 
         params = from_point(point)
-        if set(params) != set(self.space):
+        if self.recipes and params.get(KEY) not in self.recipes:
+            return
+        if set(params) != set(self.paths(params.get(KEY))):
             return  # drawn from another space: not this search's
         values = self.values(result)
         st = TrialState.COMPLETE if values is not None and state == "COMPLETE" else TrialState.FAIL
-        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.space,
+        self.study.add_trial(optuna.trial.create_trial(params=params, distributions={k: self.space[k] for k in params},
                                                        values=values if st == TrialState.COMPLETE else None, state=st))
         self.known[point["key"]] = values if st == TrialState.COMPLETE else None
 
@@ -171,8 +185,8 @@ class OptunaDraws:
         from optuna.trial import TrialState
 
         for _ in range(REDRAWS):
-            trial = self.study.ask(fixed_distributions=self.space)
-            point = to_point(trial.params, list(self.space))
+            trial = self._draw()
+            point = to_point(trial.params, self.paths(trial.params.get(KEY)), self.recipes)
             if point["key"] in self.known and self.known[point["key"]] is not None:
                 self.study.tell(trial, self.known[point["key"]])  # a repeat: its result, not a second run
                 continue
@@ -184,6 +198,33 @@ class OptunaDraws:
             return point
         log.warning("Optuna drew %d known points in a row: the space is exhausted", REDRAWS)
         return None
+
+    def paths(self, recipe: str | None = None) -> list[str]:
+        """The space's paths a trial of ``recipe`` draws: all of them, or, when the technique is searched, the
+        technique and the keys that apply to that alternative (conditional parameters)."""
+        if not self.recipes:
+            return list(self.space)
+        from squeeze.search.alternatives import applies
+
+        alt = self.recipes[recipe]
+        out = [KEY]
+        for path in self.space:
+            parts = path.split("/")
+            if (parts[0] == "train" and applies(None, parts[1], alt)) or (parts[0] == "params" and parts[1] in alt) \
+                    or parts[0] == "source_run":
+                out.append(path)
+        return out
+
+    def _draw(self):
+        """One Optuna trial: the fixed space, or the technique first and then only what applies to it (Optuna's
+        define-by-run space: TPE and NSGA-II model each parameter where it was drawn)."""
+        if not self.recipes:
+            return self.study.ask(fixed_distributions=self.space)
+        trial = self.study.ask()
+        recipe = trial.suggest_categorical(KEY, self.space[KEY].choices)
+        for path in self.paths(recipe)[1:]:
+            _suggest(trial, path, self.space[path])
+        return trial
 
     def tell(self, trial_id: str, key: str, result: dict | None, error: bool) -> None:
         from optuna.trial import TrialState
@@ -198,3 +239,14 @@ class OptunaDraws:
         else:
             self.study.tell(trial, values)
         self.known[key] = values
+
+
+def _suggest(trial, name: str, dist):
+    """Draw ``name`` from ``dist`` through the trial's public API."""
+    import optuna.distributions as od
+
+    if isinstance(dist, od.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, od.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
