@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/search.py
 
-1. ASHA against the full grid: the same 8 learning rates, 4 epochs each, tiny-bert; training compute is the sum of
-   the trials' ``time/train_s`` (stopped trials included) and the epochs they trained.
-2. NSGA-II against random search at an equal number of trials (10) over one-shot magnitude pruning of the best
-   baseline (``magnitude.sparsity`` uniform in [0.05, 0.95]), objectives dev accuracy (max) and non-zero
-   parameters (min); hypervolume against one reference point (accuracy 0.5, the dense model's parameter count),
-   median over 3 searcher seeds (random: 3 stage names, whose identities seed the draws).
+1. ASHA against the full grid: the same 8 learning rates, 8 epochs each, tiny-bert, ASHA with three settings
+   (grace period, eta) = (1, 2), (2, 2), (1, 3), run one after the other; training compute is the sum of the trials' ``time/train_s`` (stopped
+   trials included) and the epochs they trained.
+2. NSGA-II against random search at an equal number of trials (16) over the one-shot menu from the best baseline,
+   the technique itself searched: magnitude pruning (sparsity uniform in [0.05, 0.95]), RTN weight-only (4 or 8
+   bits, group 32 or 64) or both composed; objectives dev accuracy (max) and the stored model's size on disk (min);
+   hypervolume against one reference point (accuracy 0.5, the dense model's size), median over 3 searcher seeds
+   (random: 3 stage names, whose identities seed the draws).
 Writes benchmarks/results/<date>-search.json.
 """
 
@@ -24,9 +26,13 @@ import common  # noqa: F401  (offline, repository on sys.path)
 
 ROOT = common.ROOT
 LRS = [3e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 3e-5, 1e-5]
+EPOCHS = 8
 BASE = {"task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 1500, "split": [0.6, 0.2, 0.2]},
-        "train": {"epochs": 4, "batch_size": 16, "max_length": 48, "eval_batch_size": 64},
+        "train": {"epochs": EPOCHS, "batch_size": 16, "max_length": 48, "eval_batch_size": 64},
         "measure": {"latency": False}}
+MENU = {"technique": {"choice": ["magnitude", "rtn", ["magnitude", "rtn"]]},
+        "magnitude.sparsity": {"uniform": [0.05, 0.95]}, "rtn.bits": {"choice": [4, 8]},
+        "rtn.group_size": {"choice": [32, 64]}}
 
 
 def _epochs(row, total: int) -> int:
@@ -34,54 +40,61 @@ def _epochs(row, total: int) -> int:
     return int(reason.split("after epoch ")[1].split(" ")[0]) if reason else total
 
 
+ASHA_SETTINGS = [(1, 2), (2, 2), (1, 3)]  # (grace period, reduction factor): rungs after 1,2,4 / 2,4 / 1,3 epochs
+
+
 def asha_vs_grid(tracking: str) -> dict:
     import squeeze
 
-    doc = {"experiment": "bench-asha", "max_concurrent_trials": 2, "sweeps": [
-        {**BASE, "name": "grid", "search_space": {"lr": {"grid_search": LRS}}},
-        {**BASE, "name": "asha", "search_space": {"lr": {"grid_search": LRS}},
-         "search": {"scheduler": "asha", "grace_period": 1, "reduction_factor": 3}}]}
+    sweeps = [{**BASE, "name": "grid", "search_space": {"lr": {"grid_search": LRS}}}]
+    for grace, eta in ASHA_SETTINGS:
+        sweeps.append({**BASE, "name": f"asha-g{grace}-eta{eta}", "search_space": {"lr": {"grid_search": LRS}},
+                       "search": {"scheduler": "asha", "grace_period": grace, "reduction_factor": eta}})
     t0 = time.perf_counter()
-    df = squeeze.study(doc, tracking_uri=tracking, sequential=True)
+    df = squeeze.study({"experiment": "bench-asha", "max_concurrent_trials": 2, "sweeps": sweeps},
+                       tracking_uri=tracking, sequential=True)
     out = {"wall_s": time.perf_counter() - t0}
-    for name in ("grid", "asha"):
+    for name in [s["name"] for s in sweeps]:
         g = df[df["sweep"] == name]
-        out[name] = {"train_s": float(g["time/train_s"].sum()), "epochs": sum(_epochs(r, 4) for r in g.to_dict("records")),
+        out[name] = {"train_s": float(g["time/train_s"].sum()),
+                     "epochs": sum(_epochs(r, EPOCHS) for r in g.to_dict("records")),
                      "best_val_accuracy": float(g[g["status"] == "FINISHED"]["val/accuracy"].max()),
                      "stopped_early": int((g["status"] == "STOPPED_EARLY").sum())}
-    out["compute_ratio_train_s"] = out["asha"]["train_s"] / out["grid"]["train_s"]
-    out["compute_ratio_epochs"] = out["asha"]["epochs"] / out["grid"]["epochs"]
-    out["asha_reaches_grid_best"] = out["asha"]["best_val_accuracy"] >= out["grid"]["best_val_accuracy"]
+        if name != "grid":
+            out[name].update(compute_ratio_train_s=out[name]["train_s"] / out["grid"]["train_s"],
+                             compute_ratio_epochs=out[name]["epochs"] / out["grid"]["epochs"],
+                             reaches_grid_best=out[name]["best_val_accuracy"] >= out["grid"]["best_val_accuracy"])
     return out
 
 
-def mo_search(tracking: str, trials: int = 10, seeds=(0, 1, 2)) -> dict:
+def mo_search(tracking: str, trials: int = 16, seeds=(0, 1, 2)) -> dict:
     import squeeze
     from squeeze.search.front import hypervolume
 
     base = {**BASE, "name": "baseline", "train": {**BASE["train"], "epochs": 3, "lr": 1e-3}}
-    objectives = [{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/nonzero", "mode": "min"}]
+    objectives = [{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/disk_mb", "mode": "min"}]
     sweeps = [base]
     for s in seeds:
         for algo in ("random", "nsga2"):
-            sweeps.append({"name": f"{algo}-{s}", "task": "sentiment", "technique": ["magnitude"],
+            sweeps.append({"name": f"{algo}-{s}", "task": "sentiment",
                            "model": {"name": "tiny-bert"}, "data": BASE["data"], "train": {"max_length": 48, "eval_batch_size": 64},
                            "measure": {"latency": False}, "source": {"sweep": "baseline", "select": "best"},
                            "num_samples": trials, "objectives": objectives,
                            "search": {"algorithm": algo, **({"seed": s} if algo == "nsga2" else {})},
-                           "search_space": {"magnitude.sparsity": {"uniform": [0.05, 0.95]}}})
+                           "search_space": MENU})
     t0 = time.perf_counter()
     df = squeeze.study({"experiment": "bench-mo", "max_concurrent_trials": 2, "sweeps": sweeps}, tracking_uri=tracking)
-    dense = float(df[df["sweep"] == "baseline"]["size/nonzero"].max())
+    dense = float(df[df["sweep"] == "baseline"]["size/disk_mb"].max())
     ref = [0.5, dense]
-    hv = {}
+    hv, recipes = {}, {}
     for s in seeds:
         for algo in ("random", "nsga2"):
             g = df[(df["sweep"] == f"{algo}-{s}") & (df["status"] == "FINISHED")]
-            hv.setdefault(algo, []).append(hypervolume(g[["val/accuracy", "size/nonzero"]].to_numpy(), ["max", "min"], ref))
+            hv.setdefault(algo, []).append(hypervolume(g[["val/accuracy", "size/disk_mb"]].to_numpy(), ["max", "min"], ref))
+            recipes.setdefault(algo, []).append(g["technique"].value_counts().to_dict())
     med = {a: statistics.median(v) for a, v in hv.items()}
     return {"wall_s": time.perf_counter() - t0, "trials_per_search": trials, "reference": ref, "hypervolume": hv,
-            "median_hypervolume": med, "ratio_nsga2_over_random": med["nsga2"] / med["random"] if med["random"] else None}
+            "median_hypervolume": med, "recipes_drawn": recipes, "ratio_nsga2_over_random": med["nsga2"] / med["random"] if med["random"] else None}
 
 
 def main() -> None:
