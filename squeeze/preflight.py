@@ -73,12 +73,15 @@ def check_sources(cfg, i: int, known_elsewhere) -> None:
     if presets.model_type(origin.model.name) != presets.model_type(s.model.name):
         raise ConfigError(f"{_where(cfg, i, 'model.name')}: {s.model.name!r} is not the model family of its source "
                           f"{origin.name!r} ({origin.model.name!r})")
-    if "pkd" in [get_technique_class(t).name for t in s.technique]:
-        layers = (s.params.get("pkd") or {}).get("layers")
-        teacher = depth(origin.model.name)
-        if layers and teacher and layers > teacher:
-            raise ConfigError(f"{_where(cfg, i, 'params.pkd.layers')}: a {layers}-layer student is deeper than its "
-                              f"{teacher}-layer teacher ({origin.model.name})")
+    from squeeze.search_space import points
+
+    for t in s.technique:  # what each technique needs of its source's model (a PKD student no deeper than its teacher),
+        try:               # for every value the search space gives it
+            for _, params in points(s, t):
+                get_technique_class(t).check_source(params, origin.model.name, depth)
+        except ValueError as exc:
+            field, _, msg = str(exc).partition(": ")
+            raise ConfigError(f"{_where(cfg, i, field)}: {msg}") from None
 
 
 def check_machine(cfg, i: int) -> None:

@@ -516,7 +516,7 @@ def log_study_totals(uri: str, experiment_id: str, name: str, totals) -> str:
     trials = client.search_runs([experiment_id], f"tags.`{TRIAL_TAG}` != '' and attributes.status = 'FINISHED'",
                                 max_results=50000)
     rows = [r.data.metrics for r in trials]
-    prune = [r.data.metrics for r in trials if "imp_prune" in r.data.tags.get("technique", "")]
+    prune = [r.data.metrics for r in trials if _pretraining(r.data.tags)]
     metrics = {**totals(rows, "study/"), **totals(prune, "study/prune/"), "study/trials": len(rows)}
     for key in ("time/train_s", "energy/total_kwh"):
         whole = metrics[f"study/{key}"]
@@ -540,3 +540,11 @@ def log_report(uri: str, experiment: str, directory: str | Path) -> str:
     if not found:
         client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def _pretraining(tags: dict) -> bool:
+    """A trial of the prune stage: its task is pre-training (the tag every trial carries; a run from before the tag
+    by its technique)."""
+    if PRETRAINING_TAG in tags:
+        return tags[PRETRAINING_TAG] == "1"
+    return "imp_prune" in tags.get("technique", "")

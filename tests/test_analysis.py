@@ -129,6 +129,26 @@ def test_evp_figure_gains_an_energy_panel_only_where_every_trial_measured_kwh(tm
     assert three[0] > two[0] * 1.3 and three[1] == two[1]
 
 
+def test_the_study_run_counts_the_prune_stage_by_its_task_not_its_technique_name(tmp_path):
+    """A pre-training trial (the trial's ``squeeze.pretraining`` tag) is the prune stage's, under any technique name."""
+    from squeeze import tracking
+    from squeeze.sweep import cost_totals
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.ensure_experiment(uri, "share")
+    client = tracking.mlflow_client(uri)
+    for i, (tags, train_s) in enumerate([({tracking.PRETRAINING_TAG: "1", "technique": "my_pruner"}, 30.0),
+                                         ({tracking.PRETRAINING_TAG: "0", "technique": "imp"}, 10.0),
+                                         ({"technique": "imp_prune"}, 60.0)]):  # a run from before the tag
+        run = client.create_run(exp, tags={tracking.TRIAL_TAG: f"t{i}", **tags}).info.run_id
+        client.log_metric(run, "time/train_s", train_s)
+        client.set_terminated(run, "FINISHED")
+    study = tracking.log_study_totals(uri, exp, "share", cost_totals)
+    m = client.get_run(study).data.metrics
+    assert m["study/time/train_s"] == 100.0 and m["study/prune/time/train_s"] == 90.0
+    assert m["study/prune_share/time/train_s"] == 0.9
+
+
 def test_load_runs_keeps_the_latest_run_of_a_stage(tmp_path):
     """A stage run again supersedes its earlier trials instead of doubling the population."""
     import time

@@ -154,6 +154,8 @@ CASES = [
     ("student deeper than teacher", yml(doc(BASELINE, sweep(technique=["pkd"], source={"sweep": "base"},
                                                             params={"pkd": {"layers": 6}}))), RUN,
      "a 6-layer student is deeper than its 4-layer teacher"),
+    ("a searched student deeper than teacher", yml(doc(BASELINE, sweep(technique=["pkd"], source={"sweep": "base"},
+        search_space={"pkd.layers": {"grid_search": [1, 6]}}))), RUN, "a 6-layer student is deeper than its 4-layer teacher"),
     ("max_length above positions", yml(doc(sweep(train__max_length=1024))), RUN, "takes at most 512"),
     ("cuda without a gpu", yml(doc(sweep(train__device="cuda"))), RUN, "cuda needs resources.gpu > 0"),
     ("a gpu this machine lacks", yml(doc(sweep(resources={"gpu": 1}))), RUN, "this machine has no CUDA GPU"),

@@ -193,6 +193,21 @@ def test_optuna_draws_the_technique_first_and_then_only_its_knobs():
     assert again.ask("next")["key"] not in again.known
 
 
+def test_tpe_takes_several_objectives_as_motpe_and_starts_from_a_quarter_of_the_trials():
+    from squeeze.search.build import population
+    from squeeze.search.searchers import OptunaDraws, distributions
+
+    sw = _sweep(search={"algorithm": "tpe"}, search_space={"lr": {"loguniform": [1e-4, 1e-2]}},
+                objectives=[{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/params", "mode": "min"}])
+    draws = OptunaDraws(distributions(sw, None), ["val/accuracy", "size/params"], ["max", "min"], "tpe", 0,
+                        population=population(16))
+    assert draws.study._is_multi_objective() and draws.study.sampler._n_startup_trials == 4
+    for i in range(8):  # past the random start: MOTPE proposes from the told results
+        p = draws.ask(str(i))
+        draws.tell(str(i), p["key"], {"val/accuracy": p["train"]["lr"], "size/params": 1.0, "parity/ok": 1.0}, False)
+    assert len(draws.study.best_trials) >= 1 and all(len(t.values) == 2 for t in draws.study.trials)
+
+
 # ---------------------------------------------------------------------------------------------- budgets
 
 

@@ -89,8 +89,8 @@ def build_search(sweep, plan, runs: dict, sources: list[str] | None, meter: Mete
 
 
 def population(num_samples: int) -> int:
-    """NSGA-II's generation size: a quarter of the trials (4 to 50), so that a small search evolves at all (Optuna's
-    default of 50 leaves a 20-trial search as a random one)."""
+    """NSGA-II's generation size, and TPE's random start up to its default of 10: a quarter of the trials (4 to 50),
+    so that a small search evolves at all (Optuna's default of 50 leaves a 20-trial search as a random one)."""
     return min(50, max(4, num_samples // 4))
 
 

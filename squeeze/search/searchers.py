@@ -149,7 +149,9 @@ class OptunaDraws:
         if algorithm == "nsga2":
             sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, population or 50))
         else:
-            sampler = optuna.samplers.TPESampler(seed=seed)
+            # random draws before TPE models: Optuna's 10, or a quarter of a smaller search (at least 4), so that a
+            # 16-trial search is not mostly random (one or several objectives: MOTPE, Ozaki et al. 2020)
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, population or 10)))
         self.space, self.metrics, self.recipes = space, metrics, recipes
         self.study = optuna.create_study(sampler=sampler, directions=["maximize" if m == "max" else "minimize"
                                                                        for m in modes])

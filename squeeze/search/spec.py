@@ -36,7 +36,8 @@ NO_OPTUNA = {"randn": "a normal draw", "qrandn": "a normal draw", "qloguniform":
 class Search(Strict):
     algorithm: Literal["grid", "random", "tpe", "nsga2"] = Field(
         "grid", description="grid / random: squeeze's own points (every grid combination times num_samples, range "
-                            "samplers drawn at random); tpe / nsga2: Optuna's samplers, num_samples trials")
+                            "samplers drawn at random); tpe / nsga2: Optuna's samplers, num_samples trials (tpe "
+                            "with several objectives is Optuna's multi-objective TPE, MOTPE)")
     scheduler: Literal["none", "asha", "hyperband", "mo-asha"] = Field(
         "none", description="early stopping on epochs: asha and hyperband (asynchronous, Ray Tune) on the first "
                             "objective; mo-asha on all objectives")
@@ -130,9 +131,7 @@ def _check_algorithm(sweep, objectives) -> None:
     algo = sweep.search.algorithm
     if algo == "nsga2" and len(objectives) < 2:
         raise ValueError("search.algorithm: nsga2 searches several objectives; list at least two under `objectives` "
-                         "(or use tpe for one)")
-    if algo == "tpe" and len(objectives) > 1:
-        raise ValueError("search.algorithm: tpe optimizes one objective; use nsga2 for several")
+                         "(or use tpe, which takes one or several)")
     if algo in ("tpe", "nsga2"):
         late = [o.metric for o in objectives if o.metric.startswith(AFTER_SWEEP)]
         if late:

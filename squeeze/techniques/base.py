@@ -57,6 +57,11 @@ class Technique(Protocol):
     def check_prepared(cls, params: BaseModel, train, n_train: int, pretrained: bool) -> None:
         """Rules that need the data size (a prune schedule's steps), checked on the driver before Ray starts."""
 
+    @classmethod
+    def check_source(cls, params: BaseModel, source_model: str, depth: Callable[[str], Optional[int]]) -> None:
+        """Rules on the source stage's model (``depth(name)``: its layer count), checked on the driver before Ray
+        starts; raise ValueError naming the param."""
+
     def initial_model(self) -> Optional[torch.nn.Module]:
         """The model to train, when the technique builds its own (a PKD student); else None."""
 
@@ -103,6 +108,10 @@ class NoOp:
 
     @classmethod
     def check_prepared(cls, params, train, n_train: int, pretrained: bool) -> None:
+        return None
+
+    @classmethod
+    def check_source(cls, params, source_model: str, depth) -> None:
         return None
 
     def initial_model(self):

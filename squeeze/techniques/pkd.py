@@ -148,6 +148,13 @@ class PKD(NoOp):
             raise ValueError("technique 'pkd' needs a teacher: `source: {sweep: <baseline sweep>, select: best}` "
                              "or params.pkd.teacher (a model folder saved by squeeze)")
 
+    @classmethod
+    def check_source(cls, params, source_model, depth):
+        teacher = depth(source_model)
+        if params.layers and teacher and params.layers > teacher:
+            raise ValueError(f"params.pkd.layers: a {params.layers}-layer student is deeper than its {teacher}-layer "
+                             f"teacher ({source_model})")
+
     def __init__(self, ctx):
         super().__init__(ctx)
         folder = self.p.teacher or ctx.source_dir
