@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from squeeze.search.front import costs, hypervolume, pareto_mask
+from squeeze.driver.search.front import costs, hypervolume, pareto_mask
 
 
 @dataclass

@@ -46,7 +46,8 @@ def _trial_runs(experiment: str, run):
 def check_sweep() -> dict:
     import ray
 
-    from squeeze import config, sweep
+    from squeeze import config
+    from squeeze.driver import sweep
 
     cfg = config.parse({"experiment": "gpu-check", "sweeps": [{
         "name": "shared", "task": "sentiment", "model": {"name": "tiny-bert"}, "data": {"size": 600},

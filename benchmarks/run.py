@@ -298,7 +298,7 @@ def bench_meter(prepared_cache: Path, reps: int) -> dict:
 
 def _sweep_once(cfg, experiment: str) -> dict:
     """Time one ``squeeze sweep`` (data already prepared); per-trial spans from the trials' MLflow runs."""
-    from squeeze import sweep
+    from squeeze.driver import sweep
     from squeeze.tracking import default_uri, mlflow_client
 
     cfg = cfg.model_copy(update={"experiment": experiment})
@@ -320,7 +320,8 @@ def bench_sweep(reps: int = 2) -> dict:
     of the MLflow store timed on their own."""
     import ray
 
-    from squeeze import config, sweep
+    from squeeze import config
+    from squeeze.driver import sweep
     from squeeze.tracking import default_uri, mlflow_client
 
     with tempfile.TemporaryDirectory() as tmp:

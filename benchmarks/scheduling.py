@@ -35,7 +35,8 @@ def bench_study_dag(reps: int = 1, nodes: int = 4, cpus_per_node: int = 2) -> di
     import ray
     from ray.cluster_utils import Cluster
 
-    from squeeze import config, sweep
+    from squeeze import config
+    from squeeze.driver import sweep
 
     cfg = config.load(str(ROOT / "sweeps" / "quickstart.yaml"), ["max_concurrent_trials=0"])
     seq, dag, busy = [], [], {"sequential": [], "dag": []}
@@ -113,7 +114,8 @@ def bench_sweep_vs_hf(data_cfg: dict, reps: int = 1, lrs=(5e-5, 1e-4), seeds=(0,
     ``squeeze sweep`` and through ``Trainer.hyperparameter_search(backend="ray")``, Ray started before both."""
     import ray
 
-    from squeeze import config, sweep
+    from squeeze import config
+    from squeeze.driver import sweep
     from squeeze.data import load_splits
     from squeeze.presets import minilm_path
     from squeeze.registry import get_task

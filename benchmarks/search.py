@@ -71,7 +71,7 @@ def asha_vs_grid(tracking: str) -> dict:
 
 def mo_search(tracking: str, trials: int = 16, seeds=(0, 1, 2)) -> dict:
     import squeeze
-    from squeeze.search.front import hypervolume
+    from squeeze.driver.search.front import hypervolume
 
     base = {**BASE, "name": "baseline", "train": {**BASE["train"], "epochs": 3, "lr": 1e-3}}
     objectives = [{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/disk_mb", "mode": "min"}]

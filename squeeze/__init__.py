@@ -15,12 +15,12 @@ def study(source, **kwargs):
 
 
 def __getattr__(name):
-    """``squeeze.sweep(...)``: the driver module ``squeeze.sweep`` is itself callable (``squeeze.api.sweep``), so
+    """``squeeze.sweep(...)``: the driver module ``squeeze.driver.sweep`` is itself callable (``squeeze.api.sweep``), so
     ``from squeeze import sweep; sweep.run(cfg)`` and ``squeeze.sweep("file.yaml")`` both work."""
     if name == "sweep":
         import importlib
 
-        return importlib.import_module("squeeze.sweep")
+        return importlib.import_module("squeeze.driver.sweep")
     raise AttributeError(f"module 'squeeze' has no attribute {name!r}")
 
 

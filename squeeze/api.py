@@ -21,7 +21,7 @@ from typing import Any
 @dataclass
 class Run:
     """What one ``sweep``/``study`` call did: the validated config, the tracking URI it used, the stage outcomes
-    (``squeeze.sweep.SweepOutcome``) and the notes the overrides produced."""
+    (``squeeze.driver.sweep.SweepOutcome``) and the notes the overrides produced."""
 
     cfg: Any
     tracking_uri: str
@@ -56,9 +56,9 @@ def run(source: str | os.PathLike | dict, *, overrides: list[str] | None = None,
     Raises:
         squeeze.config.ConfigError, squeeze.tracking.TrackingError, squeeze.data.errors.DataError: bad input,
             before any trial and before Ray starts.
-        squeeze.stage.Interrupted: Ctrl-C or SIGTERM stopped trials (their runs are KILLED; a next call resumes).
+        squeeze.driver.stage.Interrupted: Ctrl-C or SIGTERM stopped trials (their runs are KILLED; a next call resumes).
     """
-    from squeeze import sweep as sweeps
+    from squeeze.driver import sweep as sweeps
     from squeeze.tracking import resolve_uri
 
     import sys

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     from squeeze.checkpoint import CheckpointError
     from squeeze.config import ConfigError
     from squeeze.data.errors import DataError
-    from squeeze.stage import Interrupted, StageBusy, StorageTampered
+    from squeeze.driver.stage import Interrupted, StageBusy, StorageTampered
     from squeeze.tracking import TrackingError
 
     parser = _parser()

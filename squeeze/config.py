@@ -1,4 +1,4 @@
-"""Sweep YAML -> validated config (the search space is checked by ``squeeze.search_space``).
+"""Sweep YAML -> validated config (the search space is checked by ``squeeze.driver.search_space``).
 
 The YAML is the single source of hyperparameters. It is validated here, once, before
 Ray starts; every error names the field, the bad value and what is allowed.
@@ -26,17 +26,17 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from squeeze import search_space
-from squeeze.search import alternatives
+from squeeze.driver import search_space
+from squeeze.driver.search import alternatives
 from squeeze.data.options import DataCfg
 from squeeze.fields import Strict as _Strict
 from squeeze.fields import on_driver as _on_driver
-from squeeze.overrides import ConfigError, deep_merge, defaults_for
-from squeeze.points import MAX_TRIALS
+from squeeze.driver.overrides import ConfigError, deep_merge, defaults_for
+from squeeze.driver.points import MAX_TRIALS
 from squeeze.presets import PRESETS
-from squeeze.overrides import apply_overrides as _apply
+from squeeze.driver.overrides import apply_overrides as _apply
 from squeeze.registry import get_task_class, get_technique_class
-from squeeze.search import spec as search_spec
+from squeeze.driver.search import spec as search_spec
 
 
 
@@ -535,5 +535,5 @@ def load(path: str | os.PathLike, overrides: list[str] | None = None, notes: lis
 
 
 def apply_overrides(raw: dict, overrides: list[str], notes: list[str] | None = None) -> dict:
-    """``key=value`` overrides on a raw sweep file (see ``squeeze.overrides``)."""
+    """``key=value`` overrides on a raw sweep file (see ``squeeze.driver.overrides``)."""
     return _apply(raw, overrides, set(SweepCfg.model_fields) - set(RunCfg.model_fields), set(RunCfg.model_fields), notes)

@@ -69,7 +69,7 @@ def progress(text: str, every_s: float = 2.0) -> None:
 
 def describe(config: dict) -> str:
     """``lr=3e-05 seed=0 pkd.alpha=0.5``: the values this trial's search space gave it (a Tune config holds them
-    under ``point``: see ``squeeze.points``)."""
+    under ``point``: see ``squeeze.driver.points``)."""
     config = config.get("point", config)
     parts = ["+".join(config["technique"])] if config.get("technique") else []  # a searched technique's recipe
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (config.get("train") or {}).items()]

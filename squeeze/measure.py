@@ -5,7 +5,7 @@ and non-zero counts (int8 weights included), bytes in memory. Latency: a fixed t
 warm-up first, then the median, p10 and p90 over repeats; per example at batch 1 and per test set
 at the evaluation batch size (the paper's "inference time"); on GPU with CUDA events. CPU latency is
 measured by the driver after a sweep, one saved model at a time with the CPU to itself
-(``squeeze.sweep``): measured inside trials that share the CPU, two identical models differed 2x.
+(``squeeze.driver.sweep``): measured inside trials that share the CPU, two identical models differed 2x.
 """
 
 from __future__ import annotations

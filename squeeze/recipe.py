@@ -6,7 +6,7 @@ costs, and the save -> reload parity check.
         print(recipe.epoch_metrics(epoch))
     final = recipe.finish(out_dir)      # model/, predictions/, config/ written under out_dir
 
-The Ray trainable (``squeeze.trial``) adds reporting, checkpoints and the MLflow run around this
+The Ray trainable (``squeeze.driver.trial``) adds reporting, checkpoints and the MLflow run around this
 object; tests and benchmarks call it directly.
 """
 
@@ -24,7 +24,7 @@ from squeeze import checkpoint, formats, measure, models, pyfunc, quant, telemet
 from squeeze.loop import EpochResult, Loop, seed_everything
 from squeeze.prepare import Prepared
 from squeeze.registry import get_task, get_technique_class
-from squeeze.search_space import technique_params
+from squeeze.driver.search_space import technique_params
 from squeeze.techniques.base import TechniqueContext
 
 
@@ -163,7 +163,7 @@ class Recipe:
         final = {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}, **costs}
         codec = formats.of(model)
         final.update(codec.size(model))
-        if self.cfg.measure.latency:  # CPU latency: measured by the driver after the sweep, alone (squeeze.sweep)
+        if self.cfg.measure.latency:  # CPU latency: measured by the driver after the sweep, alone (squeeze.driver.sweep)
             lat, lat_tags = self._gpu_latency(model, eval_on)
             final.update(lat)
             tags.update(lat_tags)

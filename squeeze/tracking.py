@@ -509,7 +509,7 @@ def log_to_run(uri: str, run_id: str, metrics: dict[str, float], tags: dict[str,
 def log_study_totals(uri: str, experiment_id: str, name: str, totals) -> str:
     """One ``study`` run per experiment with the cost totals of every finished trial, the prune stage included.
 
-    ``totals(rows, prefix)`` sums the costs (squeeze.sweep.cost_totals); the prune stage's share shows
+    ``totals(rows, prefix)`` sums the costs (squeeze.driver.sweep.cost_totals); the prune stage's share shows
     what leaving it out would hide (the paper found up to +342%).
     """
     client = mlflow_client(uri)

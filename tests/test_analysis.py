@@ -132,7 +132,7 @@ def test_evp_figure_gains_an_energy_panel_only_where_every_trial_measured_kwh(tm
 def test_the_study_run_counts_the_prune_stage_by_its_task_not_its_technique_name(tmp_path):
     """A pre-training trial (the trial's ``squeeze.pretraining`` tag) is the prune stage's, under any technique name."""
     from squeeze import tracking
-    from squeeze.sweep import cost_totals
+    from squeeze.driver.sweep import cost_totals
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     exp = tracking.ensure_experiment(uri, "share")

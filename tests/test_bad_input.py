@@ -367,7 +367,7 @@ CASES = [
      "give exactly one of min, max"),
     ("a ratio constraint without a source", yml(doc(sweep(constraints=[{"metric": "val/accuracy", "min_ratio_of_source": 0.99}]))),
      RUN, "constraints.0.min_ratio_of_source: this sweep has no source"),
-    # ---- searching the technique itself (squeeze.search.alternatives)
+    # ---- searching the technique itself (squeeze.driver.search.alternatives)
     ("a searched technique given twice", yml(doc(BASELINE, sweep(technique=["dq"], source={"sweep": "base"},
         search_space={"technique": {"choice": ["dq", "rtn"]}}))), RUN, "list the alternatives there only"),
     ("one technique alternative", yml(doc(BASELINE, {**sweep(source={"sweep": "base"}, train__epochs=0),

@@ -103,7 +103,7 @@ def test_trial_runs_on_a_worker_that_does_not_hold_the_data_files(workdir, clust
 
     import ray
 
-    from squeeze import sweep as sweep_mod
+    from squeeze.driver import sweep as sweep_mod
 
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -158,7 +158,7 @@ def test_a_study_runs_independent_stages_at_once_across_nodes_and_dependents_aft
               {"name": "dq_a", **base, "train": {"max_length": 32}, "technique": ["dq"], "source": {"sweep": "a"}}]
     for name in ("dag", "seq"):
         (workdir / f"{name}.yaml").write_text(yaml.safe_dump({"experiment": name, "sweeps": sweeps}))
-    from squeeze import dag
+    from squeeze.driver import dag
 
     assert cli.main(["study", str(workdir / "dag.yaml"), "--tracking-uri", mlflow_server]) == 0
     history = list(dag.HISTORY)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from squeeze import cli, config, search_space
-from squeeze.overrides import set_dotted
+from squeeze import cli, config
+from squeeze.driver import search_space
+from squeeze.driver.overrides import set_dotted
 
 GOOD = {"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},
                                        "data": {"size": 60}, "search_space": {"lr": {"grid_search": [1e-3, 3e-4]}}}]}
@@ -114,7 +115,7 @@ def test_param_space_uses_ray_samplers():
 def test_a_stage_counts_its_trials_from_its_grids_and_samples():
     from ray import tune
 
-    from squeeze.sweep import count_trials
+    from squeeze.driver.sweep import count_trials
 
     space = {"train": {"lr": tune.grid_search([1, 2]), "seed": tune.grid_search([0, 1, 2]), "epochs": 3},
              "params": {"pkd": {"beta": tune.loguniform(1, 10)}}, "source_run": tune.grid_search(["a", "b"])}

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import start_cli, study_runs, wait_runs
 
-from squeeze import dag
+from squeeze.driver import dag
 
 
 def _stages(*pairs):
@@ -117,7 +117,8 @@ def test_ctrl_c_stops_every_running_stage_and_the_next_study_finishes_them(workd
 def test_a_local_ray_is_no_autoscaling_cluster_and_refuses_trials_it_cannot_place(ray_session, capsys):
     """Every Ray publishes an autoscaler status; only one with node types to launch may take trials larger than its
     nodes (test_launcher covers that side). A local Ray refuses them before any trial, naming the field."""
-    from squeeze import config, sweep
+    from squeeze import config
+    from squeeze.driver import sweep
     from squeeze.config import ConfigError
 
     cfg = config.parse({"experiment": "t", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"},

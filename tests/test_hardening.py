@@ -215,7 +215,7 @@ def test_a_killed_trial_worker_makes_the_next_study_run_only_that_trial(workdir)
 
 LISTENERS = """
 import json, os, psutil
-from squeeze import sweep
+from squeeze.driver import sweep
 sweep.init_ray()
 me = psutil.Process()
 procs = [me] + me.children(recursive=True)

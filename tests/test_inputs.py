@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from squeeze import cli, config, points, tracking
+from squeeze import cli, config, tracking
+from squeeze.driver import points
 from squeeze.data import load_splits
 from squeeze.data.options import DataCfg
 
@@ -72,7 +73,7 @@ def test_points_are_the_same_on_every_driver_and_named_by_their_values():
 def test_the_stage_plan_skips_finished_and_own_failures_and_reruns_the_lost(tmp_path):
     from types import SimpleNamespace
 
-    from squeeze import stage
+    from squeeze.driver import stage
 
     def run(status, failure=None, error=""):
         tags = {"squeeze.failure": failure} if failure else {}
@@ -89,7 +90,7 @@ def test_the_stage_plan_skips_finished_and_own_failures_and_reruns_the_lost(tmp_
 
 
 def test_a_point_store_checkpoint_loads_only_with_its_recorded_digest(tmp_path):
-    from squeeze.point_store import CheckpointMismatch, PointStore
+    from squeeze.driver.point_store import CheckpointMismatch, PointStore
 
     store = PointStore(str(tmp_path / "stage"), "pabc", keep=1)
     rec1 = store.save(lambda d: (d / "w.bin").write_bytes(b"one"), 0)
@@ -119,7 +120,7 @@ def test_userinfo_is_masked_and_a_bad_port_is_refused(capsys):
 def _trial_params(task, technique=("finetune",), **data):
     from helpers import tiny_sweep
 
-    from squeeze.trial import _params
+    from squeeze.driver.trial import _params
 
     sweep = tiny_sweep(task=task, preset="tiny-gpt2" if task == "dialogue" else "tiny-bert", technique=technique)
     prepared = type("P", (), {"data_name": "synthetic", "sizes": {"train": 1}})()
@@ -174,13 +175,13 @@ def test_the_python_api_runs_a_study_from_a_dict_and_returns_the_load_runs_frame
         squeeze.study({**doc, "sweeps": [{**doc["sweeps"][0], "train": {"epochs": "x"}}]}, tracking_uri=uri)
     swept = squeeze.sweep(doc, overrides=["train.lr=0.001"], tracking_uri=uri)  # every stage afresh: a new parent
     assert len(swept) == 2 and not set(swept["run_id"]) & set(df["run_id"])
-    from squeeze import sweep as driver
+    from squeeze import sweep as driver  # the public name of the driver's module (squeeze.driver.sweep)
 
-    assert callable(driver.run) and driver is squeeze.sweep  # the module keeps its functions
+    assert callable(driver.run) and driver is squeeze.sweep is squeeze.driver.sweep  # the module keeps its functions
 
 
 def test_a_checkpoint_cut_short_is_never_the_one_kept(tmp_path):
-    from squeeze.point_store import PointStore
+    from squeeze.driver.point_store import PointStore
 
     store = PointStore(str(tmp_path / "stage"), "pk", keep=1)
     store.save(lambda d: (d / "w.bin").write_bytes(b"zero"), 0)

@@ -47,17 +47,17 @@ def test_layer_paths_live_only_in_families():
 
 
 def test_the_trainable_is_a_thin_adapter():
-    from squeeze import trial
+    from squeeze.driver import trial
 
     lines = inspect.getsource(trial.run_trial).splitlines()
     assert len(lines) <= 60, f"run_trial has {len(lines)} lines; the science belongs in squeeze.recipe"
-    src = (ROOT / "squeeze" / "trial.py").read_text()
+    src = (ROOT / "squeeze" / "driver" / "trial.py").read_text()
     assert "Loop(" not in src and "evaluate(" not in src  # the recipe builds the loop and evaluates
 
 
 def test_config_and_search_space_do_not_import_each_other_in_a_cycle():
     """search_space imports config only for type checking (config imports search_space at run time)."""
-    tree = ast.parse((ROOT / "squeeze" / "search_space.py").read_text())
+    tree = ast.parse((ROOT / "squeeze" / "driver" / "search_space.py").read_text())
     typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
                    for n in ast.walk(node)}
     runtime = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "squeeze.config"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from squeeze.search import front
-from squeeze.search.budget import Meter
-from squeeze.search.schedulers import MoAsha
+from squeeze.driver.search import front
+from squeeze.driver.search.budget import Meter
+from squeeze.driver.search.schedulers import MoAsha
 
 # ---------------------------------------------------------------------------------------------- the front, by hand
 
@@ -82,9 +82,9 @@ def _sweep(**kw):
 
 
 def test_optuna_space_keeps_ray_bounds_and_points_keep_their_keys():
-    from squeeze.points import expand
-    from squeeze.search.searchers import distributions, from_point, to_point
-    from squeeze.search_space import param_space
+    from squeeze.driver.points import expand
+    from squeeze.driver.search.searchers import distributions, from_point, to_point
+    from squeeze.driver.search_space import param_space
 
     sw = _sweep(search={"algorithm": "tpe"}, search_space={"seed": {"randint": [2, 5]}, "lr": {"loguniform": [1e-4, 1e-2]},
                                                            "batch_size": {"grid_search": [8, 16]}})
@@ -100,7 +100,7 @@ def test_optuna_space_keeps_ray_bounds_and_points_keep_their_keys():
 
 
 def test_a_draw_that_repeats_a_known_point_is_told_its_result_not_run_again():
-    from squeeze.search.searchers import OptunaDraws, distributions, to_point
+    from squeeze.driver.search.searchers import OptunaDraws, distributions, to_point
 
     sw = _sweep(search={"algorithm": "tpe"}, search_space={"seed": {"grid_search": [1, 2]}})
     d = distributions(sw, None)
@@ -126,9 +126,9 @@ def _searching(space, **kw):
 
 
 def test_a_searched_technique_expands_each_alternative_with_only_its_own_knobs():
-    from squeeze.search import alternatives
-    from squeeze.search_space import resolve_trial
-    from squeeze.sweep import stage_points
+    from squeeze.driver.search import alternatives
+    from squeeze.driver.search_space import resolve_trial
+    from squeeze.driver.sweep import stage_points
 
     sw = _searching({"technique": {"grid_search": ["dq", "rtn", ["sparsegpt", "gptq"]]},
                      "gptq.bits": {"grid_search": [4, 8]}, "sparsegpt.sparsity": {"grid_search": [0.3, 0.5]},
@@ -151,8 +151,8 @@ def test_a_searched_technique_expands_each_alternative_with_only_its_own_knobs()
 
 
 def test_a_training_field_applies_only_to_the_alternatives_that_train():
-    from squeeze.search_space import resolve_trial
-    from squeeze.sweep import stage_points
+    from squeeze.driver.search_space import resolve_trial
+    from squeeze.driver.sweep import stage_points
 
     sw = _searching({"technique": {"grid_search": ["dq", "pkd"]}, "lr": {"grid_search": [1e-4, 3e-4]},
                      "pkd.alpha": {"grid_search": [0.2, 0.8]}}, train={"epochs": 2})
@@ -166,8 +166,8 @@ def test_a_training_field_applies_only_to_the_alternatives_that_train():
 
 def test_optuna_draws_the_technique_first_and_then_only_its_knobs():
     from squeeze.registry import technique_label
-    from squeeze.search import alternatives
-    from squeeze.search.searchers import OptunaDraws, distributions
+    from squeeze.driver.search import alternatives
+    from squeeze.driver.search.searchers import OptunaDraws, distributions
 
     sw = _searching({"technique": {"choice": ["dq", "gptq", ["sparsegpt", "gptq"]]},
                      "gptq.bits": {"choice": [4, 8]}, "sparsegpt.sparsity": {"uniform": [0.3, 0.7]},
@@ -194,8 +194,8 @@ def test_optuna_draws_the_technique_first_and_then_only_its_knobs():
 
 
 def test_tpe_takes_several_objectives_as_motpe_and_starts_from_a_quarter_of_the_trials():
-    from squeeze.search.build import population
-    from squeeze.search.searchers import OptunaDraws, distributions
+    from squeeze.driver.search.build import population
+    from squeeze.driver.search.searchers import OptunaDraws, distributions
 
     sw = _sweep(search={"algorithm": "tpe"}, search_space={"lr": {"loguniform": [1e-4, 1e-2]}},
                 objectives=[{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/params", "mode": "min"}])
@@ -212,7 +212,7 @@ def test_tpe_takes_several_objectives_as_motpe_and_starts_from_a_quarter_of_the_
 
 
 def test_budget_meter_counts_trials_hours_and_energy():
-    from squeeze.search.spec import Budget
+    from squeeze.driver.search.spec import Budget
 
     m = Meter(Budget(trials=3), "sweep 's'")
     m.add_finished(2, 0.0, 0.0)
@@ -233,7 +233,7 @@ def test_budget_meter_counts_trials_hours_and_energy():
 
 
 def test_identity_ignores_the_budget_and_default_search_settings():
-    from squeeze.stage import identity
+    from squeeze.driver.stage import identity
 
     a = _sweep()
     assert identity(a, "d", None) == identity(_sweep(budget={"trials": 5}), "d", None)
@@ -373,7 +373,7 @@ def test_one_stage_searches_dq_weight_only_and_pruning_from_one_baseline(workdir
 
 
 def test_ray_asha_stops_below_the_rung_cutoff_but_never_at_the_last_epoch():
-    from squeeze.search.schedulers import Asha
+    from squeeze.driver.search.schedulers import Asha
 
     s = Asha(epochs=3, grace_period=1, reduction_factor=2)
     s.set_search_properties("val/accuracy", "max")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from squeeze import cli
-from squeeze.overrides import post_training
+from squeeze.driver.overrides import post_training
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

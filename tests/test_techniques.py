@@ -365,7 +365,7 @@ def test_teacher_given_as_mlflow_run_is_downloaded(tmp_path, teacher_setup):
     from mlflow import MlflowClient
 
     from squeeze import config, tracking
-    from squeeze.trial import _resolve_run_refs
+    from squeeze.driver.trial import _resolve_run_refs
 
     sweep, prepared, base = teacher_setup
     uri = f"sqlite:///{tmp_path / 'm.db'}"

@@ -19,9 +19,9 @@ from typing import Callable
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from squeeze.search.front import costs, rank
+from squeeze.driver.search.front import costs, rank
 
-TIME_ATTR = "epochs_done"  # epochs a trial has trained, reported after each (squeeze.trial)
+TIME_ATTR = "epochs_done"  # epochs a trial has trained, reported after each (squeeze.driver.trial)
 OnStop = Callable[[object, dict, str], None]  # (trial, result, reason)
 
 

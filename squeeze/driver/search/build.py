@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from squeeze.registry import technique_label
-from squeeze.search.alternatives import alternatives, searched
-from squeeze.search.budget import Meter, spent_before
-from squeeze.search.schedulers import Asha, MoAsha
-from squeeze.search.searchers import OptunaDraws, StageSearcher, distributions
+from squeeze.driver.search.alternatives import alternatives, searched
+from squeeze.driver.search.budget import Meter, spent_before
+from squeeze.driver.search.schedulers import Asha, MoAsha
+from squeeze.driver.search.searchers import OptunaDraws, StageSearcher, distributions
 
 POINT_TAG = "squeeze.point"  # a trial run's point as JSON: what a resumed adaptive search re-runs or learns from
 

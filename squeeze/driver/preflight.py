@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from squeeze import presets
-from squeeze.overrides import ConfigError
+from squeeze.driver.overrides import ConfigError
 from squeeze.registry import get_task_class, get_technique_class
 
 
@@ -73,7 +73,7 @@ def check_sources(cfg, i: int, known_elsewhere) -> None:
     if presets.model_type(origin.model.name) != presets.model_type(s.model.name):
         raise ConfigError(f"{_where(cfg, i, 'model.name')}: {s.model.name!r} is not the model family of its source "
                           f"{origin.name!r} ({origin.model.name!r})")
-    from squeeze.search_space import points
+    from squeeze.driver.search_space import points
 
     for t in s.technique:  # what each technique needs of its source's model (a PKD student no deeper than its teacher),
         try:               # for every value the search space gives it

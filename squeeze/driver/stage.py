@@ -9,10 +9,10 @@ A parent run holds a **lock** while its driver runs it: the driver's host and pi
 every 30 s. A second driver refuses to run the same stage while the lock is alive; a parent left RUNNING by a
 driver that died (no live pid, no heartbeat) is closed as KILLED with its RUNNING trials, and ``squeeze study``
 (or ``--resume``) **resumes** the newest incomplete parent of the same identity: MLflow, not Tune's files, says
-what is done. The stage's points (``squeeze.points``) that have a FINISHED run are not run again; a point whose
+what is done. The stage's points (``squeeze.driver.points``) that have a FINISHED run are not run again; a point whose
 trial raised an error of its own (a NaN loss) is reported with its reason and run again only with
 ``--retry-failed``; a point that was interrupted or whose process died runs again, from the checkpoint its run
-records (``squeeze.point_store``). Tune's pickled state (``tuner.pkl``, experiment state, searcher state) is
+records (``squeeze.driver.point_store``). Tune's pickled state (``tuner.pkl``, experiment state, searcher state) is
 never restored, so nothing planted in the storage folder runs. An interrupted stage (Ctrl-C, SIGTERM) is never
 complete: its parent and unfinished trials are marked KILLED with the reason and the command exits 130.
 """
@@ -202,6 +202,6 @@ def tune_name() -> str:
 def drop_checkpoints(path: str) -> None:
     """After a stage: delete Tune's folders (never read back) and the checkpoints of points that finished; the
     checkpoints of points that did not finish stay for the next ``study``."""
-    from squeeze.point_store import clear_tune_folder
+    from squeeze.driver.point_store import clear_tune_folder
 
     clear_tune_folder(path)

@@ -72,7 +72,7 @@ def dependencies(sweeps) -> dict[str, set[str]]:
 def run(sweeps, run_stage, *, sequential: bool = False) -> dict:
     """Run ``run_stage(sweep)`` for every stage, each once its dependencies finished; returns name -> outcome or the
     exception the stage raised. Raises the first ``Interrupted``/``KeyboardInterrupt`` after every stage stopped."""
-    from squeeze.stage import Interrupted
+    from squeeze.driver.stage import Interrupted
 
     deps, order = dependencies(sweeps), [s.name for s in sweeps]
     by_name = {s.name: s for s in sweeps}

@@ -1,6 +1,6 @@
 """One Ray Tune ``Searcher`` per stage: it hands out the stage's points and stops when the budget is spent.
 
-``grid`` / ``random``: the points ``squeeze.points`` expanded on the driver (the same keys on every driver).
+``grid`` / ``random``: the points ``squeeze.driver.points`` expanded on the driver (the same keys on every driver).
 ``tpe`` / ``nsga2``: Optuna's samplers, asked and told directly (Optuna's ask-and-tell API). Ray's
 ``OptunaSearch`` would do the same, but its warm start writes a multi-objective result as one value
 (``create_trial(value=...)``, Ray 2.60), and a resumed search must start from the trials that finished. Each
@@ -17,13 +17,13 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from squeeze.points import key as point_key
-from squeeze.search.alternatives import KEY, alternatives
-from squeeze.search.budget import Meter
+from squeeze.driver.points import key as point_key
+from squeeze.driver.search.alternatives import KEY, alternatives
+from squeeze.driver.search.budget import Meter
 
 log = logging.getLogger(__name__)
 REDRAWS = 50  # draws that repeat known points before the space counts as exhausted
-from squeeze.search.spec import NO_OPTUNA as UNSUPPORTED  # refused when the config is read
+from squeeze.driver.search.spec import NO_OPTUNA as UNSUPPORTED  # refused when the config is read
 
 
 class StageSearcher(Searcher):
@@ -69,7 +69,7 @@ def distributions(sweep, sources: list[str] | None) -> dict[str, Any]:
     import optuna.distributions as od
 
     from squeeze.registry import technique_label
-    from squeeze.search_space import split_key
+    from squeeze.driver.search_space import split_key
 
     out: dict[str, Any] = {}
     for key, spec in sweep.search_space.items():
@@ -108,7 +108,7 @@ def _value(v):
 
 
 def to_point(params: dict[str, Any], space_paths, recipes: dict[str, list] | None = None) -> dict:
-    """Optuna's params -> a point shaped like ``squeeze.points.expand``'s, with its key (``recipes``: a searched
+    """Optuna's params -> a point shaped like ``squeeze.driver.points.expand``'s, with its key (``recipes``: a searched
     technique's alternatives by label)."""
     point: dict[str, Any] = {"train": {}, "params": {}}
     for path in space_paths:
@@ -206,7 +206,7 @@ class OptunaDraws:
         technique and the keys that apply to that alternative (conditional parameters)."""
         if not self.recipes:
             return list(self.space)
-        from squeeze.search.alternatives import applies
+        from squeeze.driver.search.alternatives import applies
 
         alt = self.recipes[recipe]
         out = [KEY]

@@ -174,7 +174,7 @@ def param_space(sweep: SweepCfg) -> dict[str, Any]:
 
     space: dict[str, Any] = {"train": {}, "params": {}}
     for key, spec in sweep.search_space.items():
-        if key == "technique":  # a searched technique: each alternative's space (``squeeze.search.alternatives``)
+        if key == "technique":  # a searched technique: each alternative's space (``squeeze.driver.search.alternatives``)
             raise ValueError("param_space: a stage that searches its technique expands per alternative")
         (sampler, args), = spec.items()
         value = getattr(tune, sampler)(list(args)) if SAMPLERS[sampler] is None else getattr(tune, sampler)(*args)
@@ -189,7 +189,7 @@ def param_space(sweep: SweepCfg) -> dict[str, Any]:
 def resolve_trial(sweep: SweepCfg, sampled: dict[str, Any]) -> SweepCfg:
     """The sweep with one trial's sampled values filled in (only they are validated again: no file-system checks);
     a stage that searches its technique becomes the sweep of the alternative the point runs."""
-    from squeeze.search.alternatives import resolve
+    from squeeze.driver.search.alternatives import resolve
 
     sampled = sampled or {}
     sweep = resolve(sweep, sampled)

@@ -19,14 +19,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from squeeze import console, dag, tracking
+from squeeze import console, tracking
+from squeeze.driver import dag
 from squeeze.config import ConfigError, RunCfg, SweepCfg
 from squeeze.prepare import Prepared, prepare, shared_tokenizers
 from squeeze.registry import get_task
-from squeeze.search.budget import Meter
-from squeeze.search.build import build_search
-from squeeze.search import alternatives
-from squeeze.search_space import param_space
+from squeeze.driver.search.budget import Meter
+from squeeze.driver.search.build import build_search
+from squeeze.driver.search import alternatives
+from squeeze.driver.search_space import param_space
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def check_resources(cfg: RunCfg) -> None:
 def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
     from ray import tune
 
-    from squeeze.trial import run_trial
+    from squeeze.driver.trial import run_trial
 
     resources = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
     trainable = tune.with_resources(tune.with_parameters(run_trial, prepared=prepared, context=ctx), resources)
@@ -143,18 +144,18 @@ def _trainable(sweep: SweepCfg, prepared: Prepared, ctx):
 
 def count_trials(space, num_samples: int = 1) -> int:
     """Trials a Tune param space makes: ``num_samples`` times the product of its grid sizes."""
-    from squeeze.points import grid_size
+    from squeeze.driver.points import grid_size
 
     return num_samples * grid_size(space)
 
 
 def build_tuner(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared, ctx, path: str, search, total: int = 0):
-    """The Tuner of one stage: ``search`` (``squeeze.search.build.StageSearch``) hands out its points and stops
+    """The Tuner of one stage: ``search`` (``squeeze.driver.search.build.StageSearch``) hands out its points and stops
     trials early; ``path`` is the stage's storage folder (``stage.storage_dir``), where each driver's Tune run
     gets a fresh folder of its own."""
     from ray import tune
 
-    from squeeze import stage
+    from squeeze.driver import stage
 
     task = get_task(sweep.task)
     first = sweep.objective_list()[0]
@@ -202,10 +203,10 @@ def resolve_sources(cfg: RunCfg, sweep: SweepCfg, uri: str, experiment_id: str) 
 
 
 def stage_points(sweep: SweepCfg, ident: str, sources: list[str] | None) -> list[dict]:
-    """Every trial of the stage as an explicit point (``squeeze.points``), the same on every driver."""
+    """Every trial of the stage as an explicit point (``squeeze.driver.points``), the same on every driver."""
     from ray import tune
 
-    from squeeze.points import expand
+    from squeeze.driver.points import expand
 
     def space_of(sub: SweepCfg) -> dict:
         space = param_space(sub)
@@ -234,8 +235,8 @@ def _check_checkpoints(path: str, todo: list[dict], runs: dict) -> None:
     """
     import json as _json
 
-    from squeeze.point_store import CHECKPOINT_TAG, CheckpointMismatch, PointStore
-    from squeeze.stage import StorageTampered
+    from squeeze.driver.point_store import CHECKPOINT_TAG, CheckpointMismatch, PointStore
+    from squeeze.driver.stage import StorageTampered
 
     for p in todo:
         run = runs.get(p["key"])
@@ -265,8 +266,8 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
         stage.StageBusy: another driver runs this stage now.
         stage.Interrupted: trials were left unfinished (Ctrl-C); their runs and the parent are marked KILLED.
     """
-    from squeeze import stage
-    from squeeze.trial import TrialContext
+    from squeeze.driver import stage
+    from squeeze.driver.trial import TrialContext
 
     sources = None
     cache = Path(cfg.cache_dir).resolve()
@@ -355,7 +356,7 @@ def run_one(cfg: RunCfg, sweep: SweepCfg, prepared: Prepared | None, uri: str, e
 
 def _start_parent(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: str, ident: str, sources) -> str:
     from squeeze.provenance import git_commit
-    from squeeze.stage import IDENTITY_TAG
+    from squeeze.driver.stage import IDENTITY_TAG
 
     text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
     return tracking.start_parent(uri, experiment_id, sweep.name, text, {
@@ -383,7 +384,7 @@ def check_prepared(sweep: SweepCfg, prepared: Prepared) -> None:
     """
     from squeeze.models import TINY
     from squeeze.registry import get_technique_class
-    from squeeze.search_space import points
+    from squeeze.driver.search_space import points
 
     for t in sweep.technique:
         cls = get_technique_class(t)
@@ -455,8 +456,8 @@ def plan(cfg: RunCfg, only: list[str] | None = None) -> list[SweepCfg]:
 def run(cfg: RunCfg, *, tracking_uri: str | None = None, only: list[str] | None = None, resume: bool = False,
         skip_complete: bool = False, dry_run: bool = False, sequential: bool = False,
         retry_failed: bool = False) -> list[SweepOutcome]:
-    """Validate everything, then run the selected sweeps: each once its sources are complete (``squeeze.dag``)."""
-    from squeeze import preflight
+    """Validate everything, then run the selected sweeps: each once its sources are complete (``squeeze.driver.dag``)."""
+    from squeeze.driver import preflight
 
     sweeps = plan(cfg, only)
     uri = tracking.resolve_uri(tracking_uri, cfg.tracking_uri)

@@ -97,7 +97,7 @@ def post_training(techniques: list[str]) -> bool:
 
 def applies(tech: str | None, field: str, alt: list[str]) -> bool:
     """Does search-space key ``tech.field`` (``tech`` None: a train field) change what recipe ``alt`` computes?"""
-    from squeeze.overrides import TRAINING_ONLY
+    from squeeze.driver.overrides import TRAINING_ONLY
 
     if tech is not None:
         return tech in alt
@@ -107,7 +107,7 @@ def applies(tech: str | None, field: str, alt: list[str]) -> bool:
 def alternative(sweep: SweepCfg, alt: list[str]) -> SweepCfg:
     """The stage as a sweep of one recipe: its technique, its params, the keys of the space that apply to it, and 0
     epochs when it is post-training (no validation: the config validated every alternative)."""
-    from squeeze.search_space import split_key
+    from squeeze.driver.search_space import split_key
 
     space = {k: v for k, v in sweep.search_space.items()
              if k != KEY and applies(*split_key(k, sweep.technique), alt)}
@@ -118,8 +118,8 @@ def alternative(sweep: SweepCfg, alt: list[str]) -> SweepCfg:
 
 def raw_alternative(raw: dict, alt: list[str]) -> dict:
     """A validated stage's dump as the raw sweep of one alternative, to validate it as a sweep of its own."""
-    from squeeze.overrides import TRAINING_ONLY
-    from squeeze.search_space import split_key
+    from squeeze.driver.overrides import TRAINING_ONLY
+    from squeeze.driver.search_space import split_key
 
     space = {k: v for k, v in raw.get("search_space", {}).items()
              if k != KEY and applies(*split_key(k, raw[KEY]), alt)}
@@ -148,7 +148,7 @@ def points(sweep: SweepCfg, ident: str, expand, param_space) -> tuple[list[dict]
 
     import numpy as np
 
-    from squeeze.points import grid_size
+    from squeeze.driver.points import grid_size
 
     alts = alternatives(sweep)
     subs = [(alt, param_space(alternative(sweep, alt))) for alt in alts]
@@ -171,7 +171,7 @@ def points(sweep: SweepCfg, ident: str, expand, param_space) -> tuple[list[dict]
 
 def max_trials(sweep: SweepCfg, grid_of) -> int:
     """Trials grid/random search makes at most (each alternative's grid, ``num_samples`` times)."""
-    from squeeze.search_space import split_key
+    from squeeze.driver.search_space import split_key
 
     sizes = []
     for alt in alternatives(sweep):

@@ -1,11 +1,11 @@
 """The one Ray Tune trainable: it adapts a ``Recipe`` (the trial's science) to Ray and MLflow.
 
-The only ``tune.report`` is here. A trial is one point of the stage (``squeeze.points``): its MLflow child run
+The only ``tune.report`` is here. A trial is one point of the stage (``squeeze.driver.points``): its MLflow child run
 is named by the point's key, so a retried trial, or the same point started by a later driver, continues that
-run. Each epoch writes a checkpoint to the stage's storage (``squeeze.point_store``) and records its digest in
+run. Each epoch writes a checkpoint to the stage's storage (``squeeze.driver.point_store``) and records its digest in
 the run; a restarted trial resumes from the checkpoint recorded there, and from nothing else. The run follows
 the trial: FINISHED at the end (its checkpoints deleted), FINISHED and tagged ``squeeze.stopped_early`` when a
-scheduler stopped it between epochs (``squeeze.search.schedulers``), FAILED with the reason when anything raises. The config arrives validated from the driver
+scheduler stopped it between epochs (``squeeze.driver.search.schedulers``), FAILED with the reason when anything raises. The config arrives validated from the driver
 and is never validated again here (no file-system checks on a node that may not hold the files).
 """
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from squeeze import tracking
 from squeeze.console import describe
 from squeeze.config import SweepCfg
-from squeeze.point_store import CHECKPOINT_TAG, PointStore
-from squeeze.search.build import POINT_TAG
+from squeeze.driver.point_store import CHECKPOINT_TAG, PointStore
+from squeeze.driver.search.build import POINT_TAG
 from squeeze.tracking import STOPPED_TAG
 from squeeze.prepare import Prepared
 from squeeze.recipe import Recipe
 from squeeze.registry import technique_label
-from squeeze.search_space import resolve_trial
+from squeeze.driver.search_space import resolve_trial
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,10 @@ def _params(cfg: SweepCfg, prepared: Prepared, source_run: str | None) -> dict:
     """The params that describe the trial: set values only (no "None"), every technique param with its default
     (``dq.backend`` reads ``torch`` when the YAML left it out), only the data options its task reads, and no
     training hyperparameter for a post-training stage that trained nothing (a DQ trial has no learning rate)."""
-    from squeeze.overrides import TRAINING_ONLY
+    from squeeze.driver.overrides import TRAINING_ONLY
     from squeeze.provenance import environment
     from squeeze.registry import get_task
-    from squeeze.search_space import technique_params
+    from squeeze.driver.search_space import technique_params
 
     task = get_task(cfg.task)
     dump = cfg.model_dump(mode="json", exclude={"search_space", "name"}, exclude_none=True)
