@@ -299,7 +299,7 @@ def test_ray_up_over_ssh_runs_a_submitted_sweep_on_the_worker_then_ray_down(loop
         assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
         assert {r.data.tags["ray.node_id"] for r in runs} == {alive[NODES[1]]}  # the head has no CPU for trials
         # the code the trials ran is the tree `ray up` rsynced to the node, not this checkout
-        assert os.path.isfile(os.path.join(loopback_nodes["home"], "squeeze", "squeeze", "sweep.py"))
+        assert os.path.isfile(os.path.join(loopback_nodes["home"], "squeeze", "squeeze", "driver", "sweep.py"))
         assert not os.path.exists(os.path.join(loopback_nodes["home"], "squeeze", ".venv"))  # rsync_exclude
         assert oct(os.stat(os.path.join(loopback_nodes["home"], ".ray", "auth_token")).st_mode)[-3:] == "600"
     finally:
