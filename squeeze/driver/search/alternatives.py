@@ -104,13 +104,17 @@ def applies(tech: str | None, field: str, alt: list[str]) -> bool:
     return not (post_training(alt) and field in TRAINING_ONLY)
 
 
+def space_for(space: dict, techniques: list[str], alt: list[str]) -> dict:
+    """The keys of a stage's ``space`` (its technique list ``techniques``) that apply to alternative ``alt``."""
+    from squeeze.driver.search_space import split_key
+
+    return {k: v for k, v in space.items() if k != KEY and applies(*split_key(k, techniques), alt)}
+
+
 def alternative(sweep: SweepCfg, alt: list[str]) -> SweepCfg:
     """The stage as a sweep of one recipe: its technique, its params, the keys of the space that apply to it, and 0
     epochs when it is post-training (no validation: the config validated every alternative)."""
-    from squeeze.driver.search_space import split_key
-
-    space = {k: v for k, v in sweep.search_space.items()
-             if k != KEY and applies(*split_key(k, sweep.technique), alt)}
+    space = space_for(sweep.search_space, sweep.technique, alt)
     train = sweep.train.model_copy(update={"epochs": 0}) if post_training(alt) else sweep.train
     return sweep.model_copy(update={KEY: list(alt), "params": {t: v for t, v in sweep.params.items() if t in alt},
                                     "search_space": space, "train": train})
@@ -119,10 +123,8 @@ def alternative(sweep: SweepCfg, alt: list[str]) -> SweepCfg:
 def raw_alternative(raw: dict, alt: list[str]) -> dict:
     """A validated stage's dump as the raw sweep of one alternative, to validate it as a sweep of its own."""
     from squeeze.driver.overrides import TRAINING_ONLY
-    from squeeze.driver.search_space import split_key
 
-    space = {k: v for k, v in raw.get("search_space", {}).items()
-             if k != KEY and applies(*split_key(k, raw[KEY]), alt)}
+    space = space_for(raw.get("search_space", {}), raw[KEY], alt)
     out = {**raw, KEY: list(alt), "params": {t: v for t, v in raw.get("params", {}).items() if t in alt},
            "search_space": space, "num_samples": 1}  # the stage's search and size are checked on the stage
     out.pop("search", None)
@@ -171,12 +173,7 @@ def points(sweep: SweepCfg, ident: str, expand, param_space) -> tuple[list[dict]
 
 def max_trials(sweep: SweepCfg, grid_of) -> int:
     """Trials grid/random search makes at most (each alternative's grid, ``num_samples`` times)."""
-    from squeeze.driver.search_space import split_key
-
-    sizes = []
-    for alt in alternatives(sweep):
-        space = {k: v for k, v in sweep.search_space.items() if k != KEY and applies(*split_key(k, sweep.technique), alt)}
-        sizes.append(grid_of(space))
+    sizes = [grid_of(space_for(sweep.search_space, sweep.technique, alt)) for alt in alternatives(sweep)]
     return sweep.num_samples * (sum(sizes) if not searched(sweep) or sampler(sweep) == "grid_search" else max(sizes))
 
 
