@@ -11,8 +11,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 from analysis.evp import expected_max_curve  # noqa: E402
 from analysis.tables import primary, report_tasks  # noqa: E402
+
+BETTER = {"max": "higher is better", "min": "lower is better"}
+
+
+def _label(name: str, mode: str) -> str:
+    """An axis label that says which way is better (every cost here is lower-is-better)."""
+    return f"{name} ({BETTER[mode]})"
 
 
 def _save(fig, path: Path) -> Path:
@@ -45,9 +54,11 @@ def evp_curves(df: pd.DataFrame, task: str, out: Path, budget: str = "time/train
             cb = expected_max_curve(scores, mode=mode, budgets=g[col].to_numpy(dtype=float) * scale, n_bootstrap=300)
             ax.plot(cb["budget"], cb["mean"], marker="o", label=tech)
             ax.fill_between(cb["budget"], cb["lower"], cb["upper"], alpha=0.2)
-    axes[0].set(xlabel="trials (n)", ylabel=f"expected best val {name}", title=f"{task}: EVP, 95% bootstrap band")
+    axes[0].set(xlabel="trials (n)", ylabel=_label(f"expected best val {name}", mode),
+                title=f"{task}: EVP, 95% bootstrap band")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # n is a count of trials: no 1.2, 1.4 ticks
     for ax, k in zip(axes[1:], measured):
-        ax.set(xlabel=costs[k][2], ylabel=f"expected best val {name}", title=f"{task}: EVP vs {k}")
+        ax.set(xlabel=costs[k][2], ylabel=_label(f"expected best val {name}", mode), title=f"{task}: EVP vs {k}")
     axes[0].legend(fontsize=8)
     return _save(fig, out / f"evp_{task}.png")
 
@@ -64,7 +75,7 @@ def imp_curve(df: pd.DataFrame, task: str, out: Path) -> Path:
     base = rows[rows["technique"] == "baseline"][f"test/{name}"]
     if len(base):
         ax.axhline(base.max() if primary(df, task)[1] == "max" else base.min(), color="grey", ls="--", label="baseline")
-    ax.set(xlabel="sparsity X (%)", ylabel=f"test {name}", title=f"{task}: IMP")
+    ax.set(xlabel="sparsity X (%)", ylabel=_label(f"test {name}", primary(df, task)[1]), title=f"{task}: IMP")
     ax.legend(fontsize=8)
     return _save(fig, out / f"imp_{task}.png")
 
@@ -74,7 +85,7 @@ def prune_ppl(hist: pd.DataFrame, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for (model, x, y), g in hist.groupby(["model", "X", "Y"]):
         ax.plot(g["sparsity"] * 100, g["ppl"], marker=".", label=f"{model} X={x:g} Y={y:g}")
-    ax.set(xlabel="sparsity (%)", ylabel="validation perplexity", title="IMP prune stage", yscale="log")
+    ax.set(xlabel="sparsity (%)", ylabel=_label("validation perplexity", "min"), title="IMP prune stage", yscale="log")
     if len(hist):
         ax.legend(fontsize=7)
     return _save(fig, out / "prune_ppl.png")
@@ -102,23 +113,28 @@ def pareto_front(points: pd.DataFrame, cost: str, metric: str, mode: str, lo: st
     return p.loc[keep].sort_values(cost)
 
 
-def pareto(df: pd.DataFrame, task: str, cost: str, out: Path) -> Path:
-    """Test metric of every trial against a cost, the Pareto front drawn through the best."""
+def measured(df: pd.DataFrame, task: str, cost: str) -> bool:
+    """Did any finished trial of the task measure ``cost`` (a machine without energy counters logs no CO2)?"""
+    rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
+    return cost in rows and bool(rows[cost].notna().any()) and bool((rows[cost] != 0).any())
+
+
+def pareto(df: pd.DataFrame, task: str, cost: str, out: Path) -> Path | None:
+    """Test metric of every trial against a cost, the Pareto front drawn through the best; None (no file) when the
+    cost was not measured."""
+    if not measured(df, task, cost):
+        return None
     name, mode = primary(df, task)
     metric = f"test/{name}"
     fig, ax = plt.subplots(figsize=(6, 4))
     rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
-    usable = cost in rows and rows[cost].notna().any()
-    if usable:
-        for tech, g in rows.groupby("technique"):
-            ax.scatter(g[cost], g[metric], label=tech, s=18)
-        spread = (cost.replace("_ms_", "_p10_ms_"), cost.replace("_ms_", "_p90_ms_")) if "latency" in cost else (None, None)
-        front = pareto_front(rows, cost, metric, mode, *spread)
-        ax.plot(front[cost], front[metric], color="black", lw=1, label="Pareto front")
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, f"no {cost} measured on this machine", ha="center", va="center", transform=ax.transAxes)
-    ax.set(xlabel=cost, ylabel=metric, title=f"{task}: {metric} vs {cost}")
+    for tech, g in rows.groupby("technique"):
+        ax.scatter(g[cost], g[metric], label=tech, s=18)
+    spread = (cost.replace("_ms_", "_p10_ms_"), cost.replace("_ms_", "_p90_ms_")) if "latency" in cost else (None, None)
+    front = pareto_front(rows, cost, metric, mode, *spread)
+    ax.plot(front[cost], front[metric], color="black", lw=1, label="Pareto front")
+    ax.legend(fontsize=8)
+    ax.set(xlabel=_label(cost, "min"), ylabel=_label(metric, mode), title=f"{task}: {metric} vs {cost}")
     return _save(fig, out / f"pareto_{task}_{cost.replace('/', '_')}.png")
 
 
@@ -133,8 +149,7 @@ def stage_front(front, out: Path) -> Path:
     ax.scatter(ok[x], ok[y], s=18, color="tab:gray", label="dominated")
     ax.scatter(bad[x], bad[y], s=18, facecolors="none", edgecolors="tab:red", label="breaks a constraint")
     ax.plot(on[x], on[y], "o-", color="black", ms=5, lw=1, label="front")
-    better = {"max": "higher is better", "min": "lower is better"}
-    ax.set(xlabel=f"{x} ({better[mx]})", ylabel=f"{y} ({better[my]})",
+    ax.set(xlabel=_label(x, mx), ylabel=_label(y, my),
            title=f"{front.sweep}: hypervolume {front.hypervolume:.4g}")
     ax.legend(fontsize=8)
     return _save(fig, out / f"front_{front.sweep}.png")
@@ -145,7 +160,7 @@ def all_plots(df: pd.DataFrame, out: Path, prune_hist: pd.DataFrame | None = Non
     paths = []
     for task in report_tasks(df):
         paths += [evp_curves(df, task, out), imp_curve(df, task, out)]
-        paths += [pareto(df, task, c, out) for c in ("size/disk_mb", "latency/cpu_ms_per_example", "co2/kg")]
+        paths += [p for c in ("size/disk_mb", "latency/cpu_ms_per_example", "co2/kg") if (p := pareto(df, task, c, out))]
     if prune_hist is not None and len(prune_hist):
         paths.append(prune_ppl(prune_hist, out))
     return paths

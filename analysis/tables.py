@@ -124,10 +124,12 @@ def table4(df: pd.DataFrame) -> pd.DataFrame:
     return t.sort_values(["task", "technique"], key=lambda s: s.map(_order) if s.name == "technique" else s, ignore_index=True)
 
 
-def table4_wide(t: pd.DataFrame, task: str | None = None, df: pd.DataFrame | None = None) -> pd.DataFrame:
+def table4_wide(t: pd.DataFrame, task: str | None = None, passes: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per task x technique; cells ``value (+d% ↑)``, ``*`` on the best compression technique.
 
-    With ``task``, only that task's rows and metric columns (the readable form, one table per task).
+    With ``task``, only that task's rows and metric columns (the readable form, one table per task). With ``passes``
+    (``analysis.claims.pass_fail``), a column per fraction of the baseline's primary metric: pass only where the
+    lower end of the technique's 95% interval over seeds reaches it.
     """
     if task is not None:
         t = t[t["task"] == task]
@@ -145,10 +147,14 @@ def table4_wide(t: pd.DataFrame, task: str | None = None, df: pd.DataFrame | Non
     wide["EVP (val, n=N)"] = evp["evp"].map(lambda v: f"{v:.4g}")
     wide["N"] = evp["N"]
     wide = wide.reset_index()
+    levels = [c for c in (passes.columns if passes is not None else []) if c.endswith("%")]
+    for level in levels:
+        got = passes.set_index(["task", "technique"])[level]
+        wide[f">= {level}"] = [got.get((a, b), "") for a, b in zip(wide["task"], wide["technique"])]
     wide["_o"] = wide["technique"].map(_order)
     order = list(dict.fromkeys(t["metric"]))  # table4 lists each task's metrics in their declared order
     cols = ["task", "technique"] + [m for m in order if m in wide.columns]
-    cols = list(dict.fromkeys(cols)) + ["EVP (val, n=N)", "N"]
+    cols = list(dict.fromkeys(cols)) + ["EVP (val, n=N)", "N"] + [f">= {level}" for level in levels]
     return wide.sort_values(["task", "_o"])[cols].fillna("")
 
 

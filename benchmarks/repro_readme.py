@@ -20,6 +20,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 START, END = "<!-- repro:start -->", "<!-- repro:end -->"
+CLAIMS_START, CLAIMS_END = "<!-- claims:start -->", "<!-- claims:end -->"
+REPRO = ROOT / "benchmarks" / "results" / "repro"
 
 
 def task_table(df: pd.DataFrame, task: str) -> str:
@@ -77,16 +79,47 @@ def section(paper_table: pd.DataFrame | None) -> str:
     return "\n".join(parts)
 
 
+def claims_section() -> str:
+    """The paper's claims over the three committed studies together, the pass/fail table and the generated
+    flowchart (written to benchmarks/results/repro/claims.csv, pass_fail.csv and flowchart_*.png)."""
+    from analysis import claims, flowchart
+
+    frames = [pd.read_parquet(REPRO / t / "runs.parquet") for t in ("sentiment", "ner", "dialogue")
+              if (REPRO / t / "runs.parquet").is_file()]
+    if not frames:
+        return "No committed repro results yet."
+    df = pd.concat(frames, ignore_index=True)
+    table = claims.claims_table(df)
+    table.drop(columns=["_low", "_high"]).to_csv(REPRO / "claims.csv", index=False)
+    passes = claims.pass_fail(df)
+    passes.to_csv(REPRO / "pass_fail.csv", index=False)
+    parts = [f"Verdicts: {claims.summary(table)}.", "", claims.markdown(table), "",
+             "Each technique's primary test metric as a fraction of the baseline's (for perplexity: the baseline's "
+             "over the technique's), with its 95% interval; pass only where the lower end reaches the level:", "",
+             passes.to_markdown(index=False, floatfmt=".4f"), ""]
+    for fraction in (0.99, 0.95):
+        t = flowchart.decisions(df, fraction)
+        name = f"flowchart_{round(fraction * 100)}.png"
+        flowchart.draw(t, REPRO, name)
+        parts += [f"![what to try first, {fraction:.0%}](benchmarks/results/repro/{name})", ""]
+    return "\n".join(parts)
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    if start in text and end in text:
+        return text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
+    return text
+
+
 def main() -> None:
     from analysis.paper import load_paper
 
     text_ = section(load_paper())
+    claims_ = claims_section()
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START in text and END in text:
-        text = text[: text.index(START) + len(START)] + "\n" + text_ + "\n" + text[text.index(END):]
-        readme.write_text(text)
-    print(text_)
+    text = _replace(_replace(readme.read_text(), START, END, text_), CLAIMS_START, CLAIMS_END, claims_)
+    readme.write_text(text)
+    print(text_ + "\n" + claims_)
 
 
 if __name__ == "__main__":

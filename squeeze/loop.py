@@ -11,7 +11,7 @@ import functools
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -73,6 +73,7 @@ class LoopState:
     step: int = 0
     best: float | None = None
     best_epoch: int = -1
+    spent: dict = field(default_factory=dict)  # training costs of earlier attempts up to this state (a resumed trial)
 
 
 class Loop:

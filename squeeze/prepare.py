@@ -59,7 +59,7 @@ def cache_key(sweep, tokenizer_dir=None) -> str:
 def _file_stamps(data) -> list:
     """Each data file by its contents: a copy with a new modification time (a re-synced dataset, a fresh
     checkout, data restored on another machine) keeps the stage's identity; an edited file changes it."""
-    paths = list(data.files) + [p for p in (data.train, data.dev, data.test) if p]
+    paths = list(data.files) + [p for p in (data.train, data.dev, data.test) if isinstance(p, str) and p]  # dev: 0.1 is a fraction
     return [(p, _contents(Path(p))) for p in paths]
 
 

@@ -70,6 +70,7 @@ class Recipe:
                          grad_accum=tc.grad_accum)
         self.gpu_share = cfg.resources.gpu if 0 < cfg.resources.gpu < 1 else 1.0
         self.train_meter = None
+        self.spent_before: dict[str, float] = {}     # training costs recorded in the checkpoint this trial resumed from
 
     def _context(self, name: str, source_dir, source_id) -> TechniqueContext:
         tc = self.cfg.train
@@ -95,6 +96,9 @@ class Recipe:
         p, tc = self.prepared, self.cfg.train
         feats, exs = p.features[split], p.examples[split]
         if subset is not None:
+            if len(feats) != len(exs):
+                raise ValueError(f"a subset of {split} needs one feature per example ({len(feats)} features, "
+                                 f"{len(exs)} examples)")
             feats, exs = [feats[j] for j in subset], [exs[j] for j in subset]
         return self.task.evaluate(model, feats, exs, tokenizer=p.tokenizer, labels=p.labels,
                                   batch_size=tc.eval_batch_size, device=on or self.device, eval_cfg=self.cfg.eval,
@@ -102,11 +106,21 @@ class Recipe:
 
     # ---------------------------------------------------------------- training
     def restore(self, directory: str | Path) -> None:
-        """Continue from a checkpoint written by ``save_checkpoint`` (model, optimizer, loop, technique state)."""
+        """Continue from a checkpoint written by ``save_checkpoint`` (model, optimizer, loop, technique state); the
+        training time and energy spent up to it count in this trial's costs."""
         checkpoint.load(self.loop, directory)
+        self.spent_before = dict(self.loop.state.spent)
 
     def save_checkpoint(self, directory: str | Path) -> Path:
+        self.loop.state.spent = self._spent(self.train_meter.so_far("train_") if self.train_meter else {})
         return checkpoint.save(self.loop, directory)
+
+    def _spent(self, now: dict[str, float]) -> dict[str, float]:
+        """This attempt's training costs plus those of the attempts before the checkpoint it resumed from (a trial
+        restarted after its training ended would otherwise report 0.1 s of training: seen in the repro's prune stage)."""
+        keys = ("time/train_s", "energy/train_gpu_kwh", "energy/train_cpu_kwh", "energy/train_total_kwh")
+        return {k: float(now.get(k, 0.0)) + float(self.spent_before.get(k, 0.0)) for k in keys
+                if k in now or k in self.spent_before}
 
     def fit(self) -> Iterator[EpochResult]:
         """Train the remaining epochs, metered; yields after each epoch's dev evaluation."""
@@ -137,6 +151,7 @@ class Recipe:
         share = min(1.0, max(0.0, (until - self.train_meter.t0) / span))
         tr = {k: v * share if k.startswith(("energy/", "time/")) and not k.endswith("disagreement") else v
               for k, v in tr.items()}
+        tr.update(self._spent(tr))
         tags["energy/stopped_share"] = f"{share:.4f} of the metered span (up to the last epoch's report)"
         out = {**tr, **{f"energy/{k}": tr[f"energy/train_{k}"] for k in ("gpu_kwh", "cpu_kwh", "total_kwh")}}
         out = telemetry.with_co2(out, self.cfg.energy.carbon_intensity, self.cfg.energy.pue)
@@ -185,6 +200,9 @@ class Recipe:
     def _costs(self, eval_meter) -> tuple[dict, dict]:
         """Energy, CO2 and time of the training and evaluation phases, and their sum."""
         tr, tags = self.train_meter.metrics("train_")
+        tr.update(self._spent(tr))
+        if self.spent_before:
+            tags["squeeze.costs_before_resume"] = json.dumps(self.spent_before, sort_keys=True)
         ev, _ = eval_meter.metrics("eval_")
         out = {**tr, **ev}
         for kind in ("gpu_kwh", "cpu_kwh", "total_kwh"):
@@ -227,8 +245,11 @@ class Recipe:
         import random
 
         m, n = self.cfg.measure, len(self.prepared.features["test"])
+        # a sample needs features and examples index by index; the LM task cuts its lines into blocks (more features
+        # than examples, the words counted over the lines): it re-scores its whole test set
+        aligned = n == len(self.prepared.examples["test"])
         subset = None
-        if m.parity == "sample" and n > m.parity_examples:
+        if m.parity == "sample" and n > m.parity_examples and aligned:
             subset = sorted(random.Random(0).sample(range(n), m.parity_examples))
             test, _ = self.evaluate(model, "test", on=eval_on, subset=subset)
         reloaded = formats.load(model_dir).to(eval_on)

@@ -209,6 +209,23 @@ class EnergyMeter:
         m[f"energy/{prefix}total_kwh"] = m[f"energy/{prefix}gpu_kwh"] + m[f"energy/{prefix}cpu_kwh"]
         return m, tags
 
+    def so_far(self, prefix: str = "") -> dict[str, float]:
+        """The metrics of the span up to now, the meter left running (what a checkpoint records as spent)."""
+        kept = {k: getattr(self, k) for k in ("t1", "counter1") if hasattr(self, k)}
+        self.t1 = time.monotonic()
+        if self.handles:
+            self.counter1 = self._counters_mj()
+        for d in self.rapl:
+            d.read()
+        try:
+            return self.metrics(prefix)[0]
+        finally:
+            for k in ("t1", "counter1"):
+                if k in kept:
+                    setattr(self, k, kept[k])
+                elif hasattr(self, k):
+                    delattr(self, k)
+
     def trace(self) -> list[tuple[int, float]]:
         """(milliseconds since start, watts) for the step metric ``power/gpu_w`` (distinct steps at any interval)."""
         return [(int(round((t - self.t0) * 1000)), p * self.gpu_share) for t, p in self.samples]

@@ -210,7 +210,8 @@ CASES = [
     ("iob1 file declared iob2", files(("n.conll", "EU I-ORG\nrejects O\n\nPeter I-PER\nruns O\n\n" * 10),
                                       then=yml(doc(sweep(task="ner", data={"files": ["n.conll"], "scheme": "iob2"})))),
      RUN, "that is IOB1"),
-    ("ner types differing by case", files(("n.conll", "EU B-ORG\nrejects O\n\nPeter B-Org\nruns O\n\n" * 10),
+    ("ner types differing by case", files(("n.conll", "".join(f"EU{i} B-ORG\nrejects O\n\nPeter{i} B-Org\nruns O\n\n"
+                                                          for i in range(10))),
                                           then=yml(doc(sweep(task="ner", data={"files": ["n.conll"]})))),
      RUN, "differ only by case"),
     ("parlai candidates only the gold reply", files(("p.txt", "".join(f"1 hi {i}\thello {i}\t\thello {i}\n" for i in range(20))),

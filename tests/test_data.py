@@ -102,9 +102,11 @@ def test_a_file_in_another_encoding_is_named_with_its_encoding_and_read_with_dat
     with pytest.raises(DataError, match=r"reviews.csv: not UTF-8 text .* set data.encoding"):
         load_splits("sentiment", cfg)
     cfg.encoding = "cp1252"
-    rows = [e for part in load_splits("sentiment", DataCfg(source="files", files=[str(p)] * 2, encoding="cp1252",
+    more = tmp_path / "more.csv"  # the same file twice would be two copies of each review: too few to split in three
+    more.write_bytes("text,label\nun thé réussi,pos\nune matinée ratée,neg\n".encode("cp1252"))
+    rows = [e for part in load_splits("sentiment", DataCfg(source="files", files=[str(p), str(more)], encoding="cp1252",
                                                            split=[0.5, 0.25, 0.25])).splits.values() for e in part]
-    assert {"un café très réussi", "une soirée ratée"} == {e["text"] for e in rows}
+    assert {"un café très réussi", "une soirée ratée", "un thé réussi", "une matinée ratée"} == {e["text"] for e in rows}
     t = tmp_path / "latin.txt"
     t.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin.txt: not UTF-8 text .*data.encoding"):
@@ -121,11 +123,54 @@ def test_splits_deterministic_disjoint_and_sized():
     assert split_pool(pool, (0.5, 0.25, 0.25), seed=4) != a
 
 
+def test_copies_of_one_input_stay_in_one_split_and_a_pool_without_copies_splits_as_before():
+    """CoNLL-2003 pooled held the same sentence many times ("-DOCSTART-", score rows): split one by one, copies crossed
+    from train into test. Copies (same input, any label) now go together; unique examples keep the old placement."""
+    import random
+
+    unique = [{"tokens": ["w", str(i)], "tags": ["O", "O"]} for i in range(120)]
+    old = list(range(120))
+    random.Random(7).shuffle(old)
+    got = split_pool(unique, (0.5, 0.25, 0.25), seed=7)
+    assert [ex["tokens"][1] for ex in got["train"]] == [str(k) for k in old[:60]]      # as before the change
+    copies = [{"tokens": ["Division", "1", str(i % 3)], "tags": ["O", "O", "B-MISC" if i % 2 else "O"]} for i in range(30)]
+    pool = unique + copies
+    for seed in range(5):
+        parts = split_pool(pool, (0.5, 0.25, 0.25), seed=seed)
+        keys = [{tuple(ex["tokens"]) for ex in parts[s]} for s in ("train", "dev", "test")]
+        assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2]), seed
+        assert sum(len(p) for p in parts.values()) == 150                               # nothing dropped
+
+
 def test_dialogue_split_keeps_dialogues_together():
     bundle = load_splits("dialogue", DataCfg(size=300, split=(0.8, 0.1, 0.1)))
     dialogs = [{ex["dialog"] for ex in bundle.splits[s]} for s in ("train", "dev", "test")]
     assert not (dialogs[0] & dialogs[1] or dialogs[0] & dialogs[2] or dialogs[1] & dialogs[2])
     assert bundle.sizes == {"train": 240, "dev": 30, "test": 30}
+
+
+def test_a_limited_dialogue_split_samples_turns_across_dialogues_not_the_first_few_dialogues(tmp_path):
+    """limit_eval: 60 of a ConvAI2 split took 4 whole dialogues (dev perplexity 1.9x test's in the repro); the turns are
+    now a seeded sample across the split. A shuffled sentiment split still keeps its first n."""
+    import json
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [{"role": "user" if k % 2 == 0 else "assistant",
+                                                       "content": f"dialogue {d} says thing {k}"} for k in range(7)]}) + "\n"
+                             for d in range(80)))
+    cfg = dict(source="files", files=[str(chats)], split=(0.5, 0.25, 0.25), distractors=3)
+    full = load_splits("dialogue", DataCfg(**cfg))
+    cut = load_splits("dialogue", DataCfg(**cfg, limit_train=40, limit_eval=20))
+    per_dialog = len(full.splits["test"]) / len({ex["dialog"] for ex in full.splits["test"]})
+    for s, n in (("train", 40), ("dev", 20), ("test", 20)):
+        got = cut.splits[s]
+        assert len(got) == n and all(ex in full.splits[s] for ex in got)
+        assert len({ex["dialog"] for ex in got}) > n / per_dialog + 3, s        # first-n would hold ~n / per_dialog
+    again = load_splits("dialogue", DataCfg(**cfg, limit_train=40, limit_eval=20))
+    assert again.splits == cut.splits
+    plain = load_splits("sentiment", DataCfg(size=200, split=(0.5, 0.25, 0.25), limit_eval=10))
+    whole = load_splits("sentiment", DataCfg(size=200, split=(0.5, 0.25, 0.25)))
+    assert plain.splits["test"] == whole.splits["test"][:10]
 
 
 def test_synthetic_is_deterministic_and_named():
@@ -383,6 +428,25 @@ def test_a_data_file_counts_in_a_stage_identity_by_its_contents_not_its_modifica
     f.write_text(f.read_text().replace("dull", "slow"))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**12))
     assert cache_key(sweep) != before
+
+
+def test_a_dev_split_given_as_a_fraction_of_the_train_file_is_part_of_the_identity_not_a_file(tmp_path):
+    """``dev: 0.1`` (the repro prune stages) was read as a path to hash: every repro study failed before its first
+    trial with a TypeError. The fraction counts in the identity through the data config; the files by contents."""
+    from squeeze import config
+    from squeeze.prepare import cache_key
+
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    for f in (train, test):
+        f.write_text("some words of text here\n" * 50)
+
+    def key(dev):
+        return cache_key(config.parse({"experiment": "t", "sweeps": [{
+            "name": "s", "task": "lm", "technique": ["imp_prune"], "model": {"name": "tiny-bert"},
+            "data": {"source": "files", "train": str(train), "dev": dev, "test": str(test)}}]}).sweeps[0])
+
+    assert key(0.1) != key(0.2)
+    assert key(0.1) == key(0.1)
 
 
 def test_stages_preparing_the_same_data_at_once_share_one_cache_without_tearing_it(tmp_path):

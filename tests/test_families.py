@@ -6,6 +6,7 @@ Encoders (BERT, RoBERTa, DistilBERT) on sentiment, decoders (GPT-2, Llama) on di
 
 from __future__ import annotations
 
+import json
 import pytest
 import torch
 
@@ -85,6 +86,24 @@ def test_an_unknown_architecture_is_refused_before_ray_starts(workdir, capsys):
     assert "squeeze/families.py" in err and not (workdir / "ray_results").exists()
 
 
+def test_parity_of_the_lm_task_whose_lines_are_cut_into_blocks_rescores_its_whole_test_set(tmp_path):
+    """The prune stage's LM task has more features (token blocks) than examples (lines): the sampled parity check
+    indexed the lines with block indices and every repro prune trial failed at its end (IndexError)."""
+    cfg = tiny_sweep("lm", "tiny-bert", size=200, technique=("imp_prune",), params={"imp_prune": {"sparsity": 0.2, "every": 1}},
+                     epochs=1, max_length=16, num_threads=2)
+    cfg = cfg.model_copy(update={"measure": cfg.measure.model_copy(update={"parity": "sample", "parity_examples": 4})})
+    prepared = prepare(cfg, tmp_path / "cache")
+    n_feats, n_lines = len(prepared.features["test"]), len(prepared.examples["test"])
+    assert n_feats != n_lines and n_feats > 4
+    r = Recipe(cfg, prepared, cache_dir=tmp_path / "cache")
+    for _ in r.fit():
+        pass
+    final = r.finish(tmp_path / "out")
+    assert final.metrics["parity/ok"] == 1.0 and final.metrics["parity/examples"] == n_feats
+    with pytest.raises(ValueError, match="one feature per example"):
+        r.evaluate(r.loop.model, "test", subset=[0, 1])
+
+
 @pytest.mark.parametrize("mode", ["sample", "full"])
 def test_parity_on_a_test_sample_catches_a_reload_that_changes_the_model(tmp_path, monkeypatch, mode):
     """measure.parity: sample re-scores both the trained and the reloaded model on a fixed sample of the test set
@@ -112,3 +131,31 @@ def test_parity_on_a_test_sample_catches_a_reload_that_changes_the_model(tmp_pat
     for _ in r.fit():
         pass
     assert r.finish(tmp_path / "bad").metrics["parity/ok"] == 0.0
+
+
+def test_a_trial_resumed_from_a_checkpoint_counts_the_training_spent_before_it(tmp_path):
+    """A restarted trial resumes from its last checkpoint; its time/train_s (and energy) must include the training
+    that produced that checkpoint. Found in the NER repro: a prune trial that failed after training and was retried
+    reported 0.1 s of training instead of 287 s, and the prune stage's share of IMP's cost vanished."""
+    cfg = tiny_sweep("sentiment", "tiny-bert", size=120, epochs=2, max_length=32, num_threads=2)
+    prepared = prepare(cfg, tmp_path / "cache")
+    first = Recipe(cfg, prepared, cache_dir=tmp_path / "cache")
+    epochs = first.fit()
+    next(epochs)                                                    # one epoch of two, then the machine goes away
+    ckpt = first.save_checkpoint(tmp_path / "epoch-0")
+    spent = first.loop.state.spent["time/train_s"]
+    assert spent > 0 and set(first.loop.state.spent) >= {"time/train_s", "energy/train_total_kwh"}
+    again = Recipe(cfg, prepared, cache_dir=tmp_path / "cache")
+    again.restore(ckpt)
+    for _ in again.fit():
+        pass
+    end = again.save_checkpoint(tmp_path / "epoch-1")
+    final = again.finish(tmp_path / "out")
+    own = again.train_meter.t1 - again.train_meter.t0
+    assert final.metrics["time/train_s"] == pytest.approx(spent + own)
+    assert json.loads(final.tags["squeeze.costs_before_resume"])["time/train_s"] == pytest.approx(spent)
+    last = Recipe(cfg, prepared, cache_dir=tmp_path / "cache")   # retried after its training ended: nothing to train
+    last.restore(end)
+    total = last.loop.state.spent["time/train_s"]
+    assert total > spent
+    assert last.finish(tmp_path / "out2").metrics["time/train_s"] == pytest.approx(total, abs=1.0)

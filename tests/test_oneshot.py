@@ -269,9 +269,10 @@ def test_the_menu_runs_from_a_baseline_on_each_family_and_reloads_with_parity(tm
                 assert torch.allclose(served(**batch).logits, model(**batch).logits, atol=1e-4)
 
 
-def test_folders_saved_by_the_release_before_codecs_still_load_bit_for_bit():
+def test_folders_saved_by_the_release_before_codecs_still_load_to_the_logits_they_gave():
     """tests/fixtures/release-0.1: dense, torch int8 (BERT and GPT-2 with Conv1D converted), sparse and ONNX Runtime
-    int8 folders written by squeeze 0.1's ``serialize.save``, with the logits they gave then."""
+    int8 folders written by squeeze 0.1's ``serialize.save``, with the logits they gave then (to the last bits of the
+    CPU's kernels)."""
     import json
     from pathlib import Path
 
@@ -284,7 +285,10 @@ def test_folders_saved_by_the_release_before_codecs_still_load_bit_for_bit():
         model = formats.load(root / kind)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-        assert torch.equal(logits, torch.tensor(expected["logits"])), kind
+        want = torch.tensor(expected["logits"])
+        # the same weights through another CPU's GEMM kernels differ in the last bits (2e-9 of 0.03 on one VM that
+        # recorded none): within 1e-5 of the logits' scale; a load that changed any weight moves them by far more
+        assert torch.allclose(logits, want, rtol=0, atol=1e-5 * float(want.abs().max())), kind
         assert formats.of(model).name == ("onnx-int8" if kind == "onnx-int8" else "torch")
 
 

@@ -307,7 +307,6 @@ MO = {"experiment": "mo", "max_concurrent_trials": 2, "sweeps": [
 
 @pytest.mark.slow
 def test_nsga2_front_is_non_dominated_and_a_budget_holds_across_a_resume(workdir, ray_session):
-    import squeeze
     from analysis.front import fronts
 
     mo = copy.deepcopy(MO)

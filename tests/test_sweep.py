@@ -6,6 +6,7 @@ import glob
 import json
 import os
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -163,8 +164,11 @@ def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
         assert cli.main(["report", "--experiment", doc["experiment"], "--out", str(workdir / "rep")]) == 0
         text = (workdir / "rep" / "report.md").read_text()
         assert "Table 4" in text and "grid search" in text and "| dq+imp" in text
+        assert "The paper's claims, checked" in text and ">= 99%" in text and "![flowchart 99%](flowchart_99.png)" in text
+        claims = pd.read_csv(workdir / "rep" / "claims.csv")
+        assert {"dq-latency", "pkd-quality"} <= set(claims["claim"]) and claims["verdict"].notna().all()
         pngs = list((workdir / "rep").glob("*.png"))
-        assert len(pngs) >= 15 and all(p.stat().st_size > 5000 for p in pngs)
+        assert len(pngs) >= 12 and all(p.stat().st_size > 5000 for p in pngs) and not list((workdir / "rep").glob("*co2*"))
         client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
         exp = client.get_experiment_by_name(doc["experiment"])
         study = client.search_runs([exp.experiment_id], "tags.`squeeze.study` = '1'")

@@ -28,6 +28,7 @@ class Task:
     default_split: ClassVar[tuple[float, float, float]]  # train/dev/test fractions of a pooled file
     synthetic: ClassVar[Callable[[int, int], list[dict]]]  # generated corpus (n, seed) for tests and demos
     paper_metrics: ClassVar[dict[str, str]] = {}   # Best Way to Squeeze's Table 4 metric -> ours (comparison)
+    paper_task: ClassVar[str] = ""                  # the paper's task this one reproduces (analysis.claims reads it)
     pkd_positions: ClassVar[PkdPositions] = None   # where PKD compares hidden states; None: PKD does not apply
     pretraining: ClassVar[bool] = False            # the IMP prune stage's objective, not a downstream task
     lm_scored: ClassVar[bool] = False              # scored by token likelihood: logs tokenizer-free perplexity too

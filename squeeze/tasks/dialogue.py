@@ -40,6 +40,7 @@ class DialogueTask(Task):
     # the paper's Table 4 column -> ours; the first ranks the techniques in the comparison
     paper_metrics = {"hits_at_1": "hits_at_1", "hits_at_5": "hits_at_5", "hits_at_10": "hits_at_10", "bleu": "bleu",
                      "ter": "ter", "bertscore": "bertscore_f1"}
+    paper_task = "sentence generation"
     pkd_positions = "reply"
     lm_scored = True
 

@@ -22,6 +22,7 @@ class NerTask(Task):
     synthetic = staticmethod(synthetic.ner)
     # the paper's Table 4 column -> ours; the first ranks the techniques in the comparison
     paper_metrics = {"f1": "f1", "accuracy": "token_accuracy", "precision": "precision", "recall": "recall"}
+    paper_task = "named entity recognition"
     pkd_positions = "labelled"
 
     def from_hub(self, ds, data):

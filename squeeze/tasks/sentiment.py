@@ -22,6 +22,7 @@ class SentimentTask(Task):
     synthetic = staticmethod(synthetic.sentiment)
     # the paper's Table 4 column -> ours; the first ranks the techniques in the comparison
     paper_metrics = {"accuracy": "accuracy", "f1": "f1", "precision": "precision", "recall": "recall"}
+    paper_task = "sentiment analysis"
     pkd_positions = "sequence"
 
     def from_hub(self, ds, data):

@@ -100,7 +100,6 @@ def check(sweep, task) -> list[Objective]:
     Raises:
         ValueError: naming the field (``objectives.1.metric``, ``search.scheduler`` ...) and what is allowed.
     """
-    search = sweep.search
     objectives = sweep.objectives or [Objective(metric=f"val/{task.primary_metric}", mode=task.mode)]
     known = [f"val/{m}" for m in task.metrics] + list(COSTS) + list(EPOCH_COSTS)
     for i, o in enumerate(objectives):
