@@ -101,6 +101,48 @@ def test_dq_through_onnxruntime_is_evaluated_saved_and_reloaded_as_an_int8_onnx_
         assert got == [model.config.id2label[i] for i in direct.argmax(-1).tolist()]
 
 
+def test_dq_backend_auto_times_both_runtimes_and_keeps_the_faster(tmp_path, monkeypatch):
+    """backend auto: both int8 forms are built and timed on the same test examples; the faster is evaluated and
+    saved, both timings and the pick are logged. With ONNX Runtime's timing made slow, torch's form is kept."""
+    import json
+
+    from squeeze import measure
+
+    cache = tmp_path / "cache"
+    base = tiny_sweep("sentiment", size=120, epochs=1, lr=3e-3, num_threads=2)
+    r = Recipe(base, prepare(base, cache), cache_dir=cache)
+    list(r.fit())
+    r.finish(tmp_path / "base")
+    cfg = tiny_sweep("sentiment", size=120, technique=["dq"], epochs=0, source="x", num_threads=2,
+                     params={"dq": {"backend": "auto"}})
+    p = prepare(cfg, cache, tokenizer_dir=tmp_path / "base" / "model")
+
+    def dq(out):
+        d = Recipe(cfg, p, cache_dir=cache, source_dir=str(tmp_path / "base" / "model"))
+        list(d.fit())
+        return d.finish(tmp_path / out).metrics
+
+    m = dq("auto")
+    assert m["dq/auto_torch_ms"] > 0 and m["dq/auto_onnxruntime_ms"] > 0 and m["parity/ok"] == 1.0
+    picked = json.loads((tmp_path / "auto" / "model" / "squeeze_format.json").read_text()).get("backend", "torch")
+    faster = "onnxruntime" if m["dq/auto_onnxruntime_ms"] < m["dq/auto_torch_ms"] else "torch"
+    assert picked == faster and m["dq/auto_onnxruntime"] == float(faster == "onnxruntime")
+    timed = measure.time_cpu
+
+    def slow_ort(fn, **kw):  # the ONNX Runtime rounds come first in each pair: make every first one slow
+        slow_ort.n += 1
+        out = timed(fn, **kw)
+        return {**out, "median_ms": out["median_ms"] + (1e6 if slow_ort.n % 2 else 0)}
+    slow_ort.n = 0
+    monkeypatch.setattr(measure, "time_cpu", slow_ort)
+    m = dq("slow-ort")
+    assert m["dq/auto_onnxruntime"] == 0.0 and m["quant/int8_linear"] > 0
+    assert json.loads((tmp_path / "slow-ort" / "model" / "squeeze_format.json").read_text()).get("backend", "torch") == "torch"
+    gen = tiny_sweep("dialogue", preset="tiny-gpt2", technique=["dq"], epochs=0, source="x",
+                     params={"dq": {"backend": "auto"}})  # no ONNX Runtime path for a decoder: accepted, torch kept
+    assert gen.params["dq"]["backend"] == "auto"
+
+
 def test_an_onnx_export_that_froze_a_shape_is_refused_before_quantizing():
     """A model whose output depends on a Python number taken from its input: the trace freezes it, the graph
     then answers another batch wrongly, and the export check says so instead of a report showing it."""
