@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.intervals import Comparison, compare
+from analysis.intervals import Comparison, _finished, compare, training_energy
 from analysis.tables import primary, task_metrics
 
 MIN_UNITS = 3
@@ -117,11 +117,8 @@ def _paper_metric_columns(df: pd.DataFrame, task: str) -> list[str]:
 
 
 def _energy_column(df: pd.DataFrame, task: str, techniques: list[str]) -> tuple[str, str]:
-    rows = df[(df["task"] == task) & df["technique"].isin(techniques) & (df["status"] == "FINISHED")]
-    col = "energy/train_total_kwh"
-    if col in rows and len(rows) and rows[col].notna().all() and (rows[col] > 0).any():
-        return col, "training kWh (measured)"
-    return "time/train_s", "training time (no energy counter here)"
+    col = training_energy(df[(df["task"] == task) & df["technique"].isin(techniques)])
+    return col, "training kWh (measured)" if col.startswith("energy/") else "training time (no energy counter here)"
 
 
 def _with_source(df: pd.DataFrame, column: str):
@@ -192,8 +189,7 @@ def ours(df: pd.DataFrame) -> dict[str, str]:
 
 
 def _present(df: pd.DataFrame, task: str, *techniques: str) -> bool:
-    rows = df[(df["task"] == task) & (df["status"] == "FINISHED")]
-    return all((rows["technique"] == t).any() for t in techniques)
+    return all(len(_finished(df, task, t)) for t in techniques)
 
 
 def claims_table(df: pd.DataFrame, min_units: int = MIN_UNITS) -> pd.DataFrame:
@@ -286,8 +282,8 @@ def pass_fail(df: pd.DataFrame, fractions=(0.99, 0.999), min_units: int = MIN_UN
             frac = (lambda ch: 1 + ch / 100) if mode == "max" else (lambda ch: 1 / (1 - ch / 100))
             row = {"task": task, "technique": tech, "metric": name, "fraction": frac(c.estimate),
                    "low": frac(c.low), "high": frac(c.high), "units": c.units}
+            enough = c.n >= min_units or c.constant
             for f in fractions:
-                enough = c.n >= min_units or c.constant
                 row[f"{f:.1%}".replace(".0%", "%")] = ("pass" if enough and row["low"] >= f else
                                                       "fail" if row["high"] < f or enough else "n/a")
             rows.append(row)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.claims import pass_fail
-from analysis.intervals import _finished, per_seed
+from analysis.intervals import _finished, per_seed, training_energy
 from analysis.tables import _post_training, report_tasks
 
 TARGETS = {"size": "size/disk_mb", "latency": "latency/cpu_ms_per_example", "energy": "energy"}
@@ -43,11 +43,8 @@ def _family(task: str) -> str:
 
 
 def _energy_column(df: pd.DataFrame) -> tuple[str, str]:
-    col = "energy/train_total_kwh"
-    rows = df[df["status"] == "FINISHED"]
-    if col in rows and len(rows) and rows[col].notna().all() and (rows[col] > 0).any():
-        return col, "kWh"
-    return "time/train_s", "training s"
+    col = training_energy(df)
+    return col, "kWh" if col.startswith("energy/") else "training s"
 
 
 def _produce(df: pd.DataFrame, row: pd.Series, col: str, seen: frozenset = frozenset()) -> float:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.tables import primary
+from analysis.tables import _post_training, primary
 
 RESAMPLES = 10_000
 
@@ -55,10 +55,14 @@ def _finished(df: pd.DataFrame, task: str, technique: str) -> pd.DataFrame:
     return rows[~rows["stale"].astype(bool)] if "stale" in rows else rows
 
 
-def _post_training(technique: str) -> bool:
-    from analysis.tables import _post_training as post
-
-    return post(technique)
+def training_energy(rows: pd.DataFrame) -> str:
+    """The column that measures training energy over ``rows``: measured kWh where every finished trial has it (and
+    some is above 0), else training time (a machine without NVML or readable RAPL)."""
+    rows = rows[rows["status"] == "FINISHED"]
+    col = "energy/train_total_kwh"
+    if col in rows and len(rows) and rows[col].notna().all() and (rows[col] > 0).any():
+        return col
+    return "time/train_s"
 
 
 def _source_technique(df: pd.DataFrame, rows: pd.DataFrame) -> str | None:
@@ -95,8 +99,9 @@ def per_seed(df: pd.DataFrame, task: str, technique: str) -> dict[int, pd.Series
     return {int(seed): row for seed, g in rows.groupby(seeds) if (row := _best(g, df, task)) is not None}
 
 
-def _values(rows: list[pd.Series], columns: list[str]) -> np.ndarray:
-    return np.array([[float(r.get(c, float("nan"))) for c in columns] for r in rows], dtype=float)
+def _values(rows: list[pd.Series], columns: list[str], read) -> np.ndarray:
+    """(units x columns) of ``read(row, column)``."""
+    return np.array([[read(r, c) for c in columns] for r in rows], dtype=float).reshape(len(rows), len(columns))
 
 
 def _units(df: pd.DataFrame, task: str, technique: str, reference: str) -> tuple[list, list, str, bool]:
@@ -129,8 +134,7 @@ def compare(df: pd.DataFrame, task: str, technique: str, reference: str, columns
     is worse). ``value(row, column)`` replaces reading the column from the row (a cost that adds a source's)."""
     t_rows, r_rows, units, paired = _units(df, task, technique, reference)
     read = value or (lambda row, col: float(row.get(col, float("nan"))))
-    t = np.array([[read(row, c) for c in columns] for row in t_rows], dtype=float).reshape(len(t_rows), len(columns))
-    r = np.array([[read(row, c) for c in columns] for row in r_rows], dtype=float).reshape(len(r_rows), len(columns))
+    t, r = _values(t_rows, columns, read), _values(r_rows, columns, read)
     keep_t, keep_r = ~np.isnan(t).any(axis=1), ~np.isnan(r).any(axis=1)
     if paired:
         keep_t = keep_r = keep_t & keep_r

@@ -7,6 +7,7 @@ which formats it reads, its default split and its generated corpus; this package
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -116,8 +117,6 @@ LABEL_FIELDS = ("label", "tags", "labels")
 
 
 def _input_key(ex: dict) -> str:
-    import json
-
     return json.dumps({k: v for k, v in ex.items() if k not in LABEL_FIELDS}, sort_keys=True, default=str)
 
 
