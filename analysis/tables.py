@@ -191,8 +191,12 @@ COST_COLUMNS = {"size/disk_mb": "size on disk (MB)", "size/embeddings_mb": "embe
                 "size/rest_mb": "rest (MB)", "size/embeddings_int8": "embeddings int8",
                 "latency/cpu_ms_per_example": "CPU ms/example", "latency/cpu_p10_ms_per_example": "CPU p10",
                 "latency/cpu_p90_ms_per_example": "CPU p90",
-                "latency/gpu_ms_per_example": "GPU ms/example", "time/train_s": "train s (sweep)",
+                "latency/gpu_ms_per_example": "GPU ms/example", "latency/cpu_decode_tokens_per_s": "CPU decode tok/s",
+                "time/train_s": "train s (sweep)",
                 "energy/total_kwh": "kWh (sweep)", "co2/kg": "kg CO2 (sweep)"}
+
+
+DECODE = "latency/cpu_decode_tokens_per_s"
 
 
 def cost_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -205,6 +209,8 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
     for (task, tech), g in df[df["status"] == "FINISHED"].groupby(["task", "technique"]):
         row = {"task": task, "technique": tech}
         for col, label in COST_COLUMNS.items():
+            if col == DECODE and (col not in df or df[col].isna().all()):
+                continue  # a table of classifiers: no decode column
             if col not in df:
                 row[label] = float("nan")
             elif "(sweep)" in label:
@@ -230,6 +236,8 @@ def _against_baseline(t: pd.DataFrame) -> None:
         b = base.iloc[0]
         t.loc[g.index, "size ratio"] = g["size on disk (MB)"] / b["size on disk (MB)"]
         t.loc[g.index, "CPU speed-up (measured)"] = b["CPU ms/example"] / g["CPU ms/example"]
+        if "CPU decode tok/s" in t:
+            t.loc[g.index, "decode speed-up (measured)"] = g["CPU decode tok/s"] / b["CPU decode tok/s"]
 
 
 def render(t: pd.DataFrame, fmt: str) -> str:

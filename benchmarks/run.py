@@ -30,7 +30,7 @@ GOALS = {"train_vs_hf_trainer": (">=", 1.15), "padding_fraction": ("<=", 0.05), 
          "dq_cpu_speedup": (">=", 1.6), "int8_size_ratio": ("<=", 0.30), "sparse70_size_ratio": ("<=", 0.35),
          "pkd_cache_speedup": (">=", 1.4), "energy_meter_overhead": ("<", 0.01), "study_dag_speedup": (">=", 1.5),
          "sweep_vs_hf_search": (">=", 1.3), "dq_vs_onnxruntime_int8": (">=", 1.0),
-         "dq_vs_onnxruntime_int8_batch8": (">=", 1.0)}
+         "dq_vs_onnxruntime_int8_batch8": (">=", 1.0), "int4_decode_speedup": (">=", 1.5)}
 
 
 def _data_cfg(n_train: int):
@@ -309,7 +309,7 @@ def _sweep_once(cfg, experiment: str) -> dict:
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], "tags.`squeeze.trial_id` != ''")
     ray_s = dict(zip(outcome.table["trial"], outcome.table["time_total_s"]))  # Ray's time per trial, setup to return
-    first = min(r.info.end_time / 1000 - ray_s[r.data.tags["squeeze.trial_id"]] for r in runs) - t0
+    first = min(r.info.end_time / 1000 - ray_s[r.data.tags["ray.trial_id"]] for r in runs) - t0
     trial_total = float(sum(ray_s.values()))
     return {"wall": wall, "trial_total": trial_total, "first_trial_s": first, "trials": len(runs),
             "errors": outcome.errors, "eff": trial_total / 2 / wall, "steady": trial_total / 2 / (wall - first)}
@@ -349,6 +349,17 @@ def bench_sweep(reps: int = 2) -> dict:
              "before; sweep_start_s = from the sweep's start to the first trial's start (parent run, Tuner, trial actors "
              "started with torch and transformers imported: paid once per sweep, as Tune starts new actors for "
              "each Tuner); steady_state = the same ratio from the first trial's start on")}
+
+
+def bench_int4_decode(reps: int) -> dict:
+    """SmolLM2-135M greedy decoding at batch 1, ONNX Runtime int4 (MatMulNBits) vs fp32 (``int4_decode.py``)."""
+    import int4_decode
+
+    found = int4_decode.measure(reps=reps)
+    speed = found.pop("int4_decode_speedup")
+    speed.pop("goal"), speed.pop("met")
+    return {"int4_decode_speedup": {**speed, **{k: found[k] for k in ("prompt", "new_tokens", "rows", "check",
+                                                                      "matmulnbits_nodes", "greedy_agreement")}}}
 
 
 def machine() -> dict:
@@ -410,7 +421,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=256)
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--only", action="append", help="run only this bench (repeatable): train, gemm, dq, dq_vs_ort, "
-                    "sizes, pkd, meter, sweep, vs_hf_search, study_dag; results go to <date>-<host>-partial.json")
+                    "sizes, pkd, meter, sweep, vs_hf_search, study_dag, int4_decode; results go to <date>-<host>-partial.json")
     ap.add_argument("--compile", action="store_true", help="only measure torch.compile vs eager (slow), to <date>-<host>-compile.json")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
@@ -428,7 +439,8 @@ def main() -> None:
                    ("dq_vs_ort", lambda: bench_dq_vs_ort(lambda: _model(prepared), prepared, args.reps)),
                    ("sizes", lambda: bench_sizes(prepared)),
                    ("pkd", lambda: bench_pkd(sweep, prepared, cache, args.reps)),
-                   ("meter", lambda: bench_meter(cache, args.reps)), ("sweep", bench_sweep)]
+                   ("meter", lambda: bench_meter(cache, args.reps)), ("sweep", bench_sweep),
+                   ("int4_decode", lambda: bench_int4_decode(args.reps))]
         if args.only:
             benches = [b for b in benches if b[0] in args.only]
         if args.compile:

@@ -209,6 +209,9 @@ class MeasureCfg(_Strict):
     latency: bool = True
     latency_repeats: int = Field(10, ge=1, le=100_000, description="timed passes over the examples (median, p10, p90)")
     latency_examples: int = Field(16, ge=1, le=1_000_000, description="test examples timed one at a time")
+    decode_tokens: int = Field(32, ge=0, le=4096, description="causal LMs: greedy tokens decoded at batch 1 on the CPU "
+                               "after a test prompt, timed per token in the runtime the codec serves (0: not measured)")
+    decode_prompt_tokens: int = Field(32, ge=1, le=4096, description="the prompt: the first test example's first tokens")
     parity: Literal["sample", "full"] = Field("sample", description="save -> reload -> re-score on a fixed sample of "
                                               "the test set (both models scored on it), or on all of it")
     parity_examples: int = Field(256, ge=1, le=1_000_000, description="the sample's size (a smaller test set: all)")

@@ -51,6 +51,19 @@ def time_cpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10, th
             "threads": threads or old}
 
 
+def decode_rate(decoder, prompt: list[int], new_tokens: int, *, threads: int, repeats: int = 3) -> dict[str, float]:
+    """Greedy decode tokens/s at batch 1: (new_tokens - 1) / the seconds after the prompt (the first new token comes
+    with the prompt), median of ``repeats`` after a short warm-up."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        decoder.generate(prompt, min(new_tokens, 4))
+        rates = [(new_tokens - 1) / max(decoder.generate(prompt, new_tokens)[1], 1e-9) for _ in range(repeats)]
+    finally:
+        torch.set_num_threads(old)
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+
 def time_gpu(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
     """Median, p10 and p90 (ms) with CUDA events."""
     for _ in range(warmup):

@@ -235,6 +235,11 @@ def test_the_menu_runs_from_a_baseline_on_each_family_and_reloads_with_parity(tm
                           max_length=40, num_threads=2, source="x" if post else None)
 
     base, base_dir, prepared = run_recipe(sweep(["finetune"]), cache, tmp_path / "base")
+    if task == "dialogue":  # the latency pass's decode tokens/s: the fp32 model decodes in torch with its cache
+        from squeeze.driver.sweep import decode_speed
+
+        metrics, tags = decode_speed(formats.load(base_dir), prepared, sweep(["finetune"]), threads=2)
+        assert tags["latency/decode_runtime"] == "torch; key/value cache" and metrics["latency/cpu_decode_tokens_per_s"] > 0
     for technique, params in MENU:
         name = "-".join(technique)
         final, folder, _ = run_recipe(sweep(technique, params), cache, tmp_path / name, source=base_dir)
@@ -267,6 +272,10 @@ def test_the_menu_runs_from_a_baseline_on_each_family_and_reloads_with_parity(tm
             batch = example_batch(prepared.features["test"][4:9], prepared.pad_id)
             with torch.no_grad():
                 assert torch.allclose(served(**batch).logits, model(**batch).logits, atol=1e-4)
+        if task == "dialogue" and quantizer:  # int4/int8 layers decode as MatMulNBits nodes, the cache in the graph
+            metrics, tags = decode_speed(model, prepared, sweep(technique, params), threads=2)
+            assert tags["latency/decode_runtime"].startswith("onnxruntime MatMulNBits"), tags
+            assert metrics["latency/cpu_decode_tokens_per_s"] > 0 and "32 new tokens" in tags["latency/decode_setting"]
 
 
 def test_folders_saved_by_the_release_before_codecs_still_load_to_the_logits_they_gave():

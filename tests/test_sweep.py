@@ -157,6 +157,10 @@ def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
     if quick:
         assert (df.loc[df["technique"].str.contains("dq"), "quant/int8_linear"] > 0).all()
         imp_rows = df[df["technique"] == "imp"]
+        # decode tokens/s for the causal LMs only, each in its codec's runtime (int4 RTN: MatMulNBits with the cache)
+        lm = df["task"] == "dialogue"
+        assert (df.loc[lm, "latency/cpu_decode_tokens_per_s"] > 0).all() and df.loc[~lm, "latency/cpu_decode_tokens_per_s"].isna().all()
+        assert df.loc[df["sweep"] == "dialogue-rtn", "latency/decode_runtime"].str.startswith("onnxruntime MatMulNBits").all()
         assert (imp_rows["imp/sparsity"].round(4) == 0.5).all()
         # squeeze report on the real study: tables, PNGs, the grid caveat, logged to the study run
         from mlflow import MlflowClient
@@ -164,6 +168,7 @@ def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
         assert cli.main(["report", "--experiment", doc["experiment"], "--out", str(workdir / "rep")]) == 0
         text = (workdir / "rep" / "report.md").read_text()
         assert "Table 4" in text and "grid search" in text and "| dq+imp" in text
+        assert "CPU decode tok/s" in text and "decode speed-up (measured)" in text
         assert "The paper's claims, checked" in text and ">= 99%" in text and "![flowchart 99%](flowchart_99.png)" in text
         claims = pd.read_csv(workdir / "rep" / "claims.csv")
         assert {"dq-latency", "pkd-quality"} <= set(claims["claim"]) and claims["verdict"].notna().all()

@@ -405,15 +405,32 @@ def latency_pass(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: s
         return
     threads = sweep.train.num_threads or max(1, int(sweep.resources.cpu))
     todo = tracking.finished_children(uri, experiment_id, parent_id, without_tag="latency/cpu_measured")
+    decodes = get_task(sweep.task).auto_class == "AutoModelForCausalLM" and sweep.measure.decode_tokens > 0
     for k, run_id in enumerate(todo, 1):  # a resumed stage measures only the models not measured before
         console.say(f"[{sweep.name}] latency pass: model {k} of {len(todo)} (run {run_id[:8]})")
         model = formats.load(tracking.download_model(uri, run_id, cache))
+        decoded = decode_speed(model, prepared, sweep, threads) if decodes else ({}, {})
         model, runtime = formats.of(model).serving(model, example_batch(prepared.features["test"][:2], prepared.pad_id))
         metrics, tags = measure.latency(model, prepared.features["test"], prepared.pad_id, device="cpu", threads=threads,
                                         batch_size=sweep.train.eval_batch_size, repeats=sweep.measure.latency_repeats,
                                         examples=sweep.measure.latency_examples)
-        tracking.log_to_run(uri, run_id, metrics, {**tags, "latency/cpu_measured": "after the sweep, alone on the driver",
-                                                   "latency/runtime": runtime})
+        tracking.log_to_run(uri, run_id, {**metrics, **decoded[0]}, {
+            **tags, **decoded[1], "latency/cpu_measured": "after the sweep, alone on the driver", "latency/runtime": runtime})
+
+
+def decode_speed(model, prepared: Prepared, sweep: SweepCfg, threads: int) -> tuple[dict, dict]:
+    """Decode tokens/s of a causal LM at batch 1 on the CPU, in the runtime its codec decodes with."""
+    from squeeze import formats, measure
+
+    n, m = sweep.measure.decode_tokens, sweep.measure.decode_prompt_tokens
+    prompt = [int(t) for t in prepared.features["test"][0]["input_ids"][:m]]
+    decoder, line = formats.of(model).decoder(model, threads=threads)
+    setting = f"batch 1, greedy, {n} new tokens after a {len(prompt)}-token test prompt, {threads} threads, median of 3"
+    if decoder is None:
+        return {}, {"latency/decode_runtime": line}
+    rate = measure.decode_rate(decoder, prompt, n, threads=threads)
+    return {"latency/cpu_decode_tokens_per_s": rate["median"]}, {"latency/decode_runtime": line,
+                                                                 "latency/decode_setting": setting}
 
 
 def _say_counts(sweep: SweepCfg, prepared: Prepared) -> None:

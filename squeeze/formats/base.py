@@ -35,6 +35,11 @@ class Codec(Protocol):
         """The model as its runtime serves it (for latency), and a line naming that runtime (and, where the format
         has no fast kernel on this machine, saying so)."""
 
+    def decoder(self, model: torch.nn.Module, threads: int | None = None):
+        """A causal LM as its runtime decodes it at batch 1 on the CPU: an object whose ``generate(prompt, new_tokens)``
+        returns ``(tokens, seconds after the prompt)``, and a line naming that runtime; ``(None, why)`` where the
+        format cannot decode."""
+
     def readme(self, fmt: dict) -> str:
         """The folder's README: what it holds and how to load it."""
 

@@ -184,6 +184,9 @@ class OnnxInt8Codec:
     def serving(self, model, example=None):
         return model, self.runtime
 
+    def decoder(self, model, threads=None):
+        return None, "not measured: an int8 ONNX graph here is a classifier (no decoding step)"
+
     def readme(self, fmt: dict) -> str:
         return (f"# A model saved by squeeze\n\nAn int8 ONNX graph (ONNX Runtime dynamic quantization): "
                 f"`onnxruntime.InferenceSession(\"{fmt['weights']}\")` runs it; inputs are the tokenizer's "

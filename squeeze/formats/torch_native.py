@@ -302,6 +302,11 @@ class TorchBacked:
 
         return formats.stored_bytes(directory, embedding_tensors(model))
 
+    def decoder(self, model, threads=None):
+        from squeeze.formats.decoding import TorchDecoder
+
+        return TorchDecoder(model.to("cpu")), self.serving(model)[1] + "; key/value cache"
+
 
 class TorchCodec(TorchBacked):
     """Dense, sparse (bitmask + values), torch.ao dynamic int8 and int8 embeddings: served by torch itself."""

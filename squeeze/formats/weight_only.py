@@ -153,6 +153,15 @@ class WeightOnlyCodec(torch_native.TorchBacked):
         except ort_nbits.NotServable as exc:
             return model, f"{torch_line}; not served by ONNX Runtime: {exc}"
 
+    def decoder(self, model, threads=None):
+        from squeeze.formats import ort_decode, ort_nbits
+        from squeeze.formats.decoding import TorchDecoder
+
+        try:
+            return ort_decode.serve(model, threads=threads), "onnxruntime MatMulNBits (CPU), key/value cache in the graph"
+        except ort_nbits.NotServable as exc:
+            return TorchDecoder(model.to("cpu")), f"torch dequantize + fp32 GEMM; not served by ONNX Runtime: {exc}"
+
     def readme(self, fmt: dict) -> str:
         bits = sorted({v["bits"] for v in fmt["weight_only"].values()})
         groups = sorted({v["group_size"] for v in fmt["weight_only"].values()})
