@@ -53,6 +53,7 @@ bench: install
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py
 	$(PY) benchmarks/gpu_step.py
+	$(PY) benchmarks/gpu_train.py
 
 clean:
 	rm -rf mlruns mlartifacts mlflow.db ray_results .squeeze_cache

@@ -16,21 +16,25 @@ def _shapes(model) -> tuple[int, int, int, int]:
         p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
 
 
-def _gemm_flops_per_s(tokens: int, d: int, ff: int, repeats: int = 10) -> float:
+def _gemm_flops_per_s(tokens: int, d: int, ff: int, repeats: int = 10, device: str = "cpu",
+                      dtype: torch.dtype = torch.float32) -> float:
     """FLOP/s of plain torch.mm over one layer's Linear shapes (Q, K, V, O, FFN in, FFN out) at ``tokens`` rows:
-    forward and both backward GEMMs of each (x @ W, dY @ W^T, X^T @ dY), on the same threads as training."""
+    forward and both backward GEMMs of each (x @ W, dY @ W^T, X^T @ dY), on the same threads (or GPU) as training."""
     shapes = [(tokens, d, d)] * 4 + [(tokens, d, ff), (tokens, ff, d)]
     mats = []
     for m, k, n in shapes:
-        x, w, g = torch.randn(m, k), torch.randn(k, n), torch.randn(m, n)
+        x, w, g = (torch.randn(*s, device=device, dtype=dtype) for s in ((m, k), (k, n), (m, n)))
         mats += [(x, w), (g, w.t().contiguous()), (x.t().contiguous(), g)]
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in mats)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for a, b in mats:  # warm-up
         torch.mm(a, b)
+    sync()
     t0 = time.perf_counter()
     for _ in range(repeats):
         for a, b in mats:
             torch.mm(a, b)
+    sync()
     return flops * repeats / (time.perf_counter() - t0)
 
 
