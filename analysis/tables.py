@@ -187,16 +187,14 @@ def table3(df: pd.DataFrame) -> pd.DataFrame:
     return t.sort_values(["task", "technique"], key=lambda s: s.map(_order) if s.name == "technique" else s, ignore_index=True)
 
 
+DECODE = "latency/cpu_decode_tokens_per_s"
 COST_COLUMNS = {"size/disk_mb": "size on disk (MB)", "size/embeddings_mb": "embeddings (MB)",
                 "size/rest_mb": "rest (MB)", "size/embeddings_int8": "embeddings int8",
                 "latency/cpu_ms_per_example": "CPU ms/example", "latency/cpu_p10_ms_per_example": "CPU p10",
                 "latency/cpu_p90_ms_per_example": "CPU p90",
-                "latency/gpu_ms_per_example": "GPU ms/example", "latency/cpu_decode_tokens_per_s": "CPU decode tok/s",
+                "latency/gpu_ms_per_example": "GPU ms/example", DECODE: "CPU decode tok/s",
                 "time/train_s": "train s (sweep)",
                 "energy/total_kwh": "kWh (sweep)", "co2/kg": "kg CO2 (sweep)"}
-
-
-DECODE = "latency/cpu_decode_tokens_per_s"
 
 
 def cost_table(df: pd.DataFrame) -> pd.DataFrame:

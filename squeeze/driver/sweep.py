@@ -422,13 +422,14 @@ def decode_speed(model, prepared: Prepared, sweep: SweepCfg, threads: int) -> tu
     """Decode tokens/s of a causal LM at batch 1 on the CPU, in the runtime its codec decodes with."""
     from squeeze import formats, measure
 
-    n, m = sweep.measure.decode_tokens, sweep.measure.decode_prompt_tokens
+    n, m, repeats = sweep.measure.decode_tokens, sweep.measure.decode_prompt_tokens, 3
     prompt = [int(t) for t in prepared.features["test"][0]["input_ids"][:m]]
     decoder, line = formats.of(model).decoder(model, threads=threads)
-    setting = f"batch 1, greedy, {n} new tokens after a {len(prompt)}-token test prompt, {threads} threads, median of 3"
+    setting = (f"batch 1, greedy, {n} new tokens after a {len(prompt)}-token test prompt, {threads} threads, "
+               f"median of {repeats}")
     if decoder is None:
         return {}, {"latency/decode_runtime": line}
-    rate = measure.decode_rate(decoder, prompt, n, threads=threads)
+    rate = measure.decode_rate(decoder, prompt, n, threads=threads, repeats=repeats)
     return {"latency/cpu_decode_tokens_per_s": rate["median"]}, {"latency/decode_runtime": line,
                                                                  "latency/decode_setting": setting}
 

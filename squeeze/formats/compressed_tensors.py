@@ -116,10 +116,10 @@ def _check(model: nn.Module, directory: Path) -> float:
 
     auto = getattr(transformers, f"AutoModelFor{_head(model)}")
     loaded = auto.from_pretrained(directory).eval()
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    device = next(model.parameters()).device  # compared where the model is: the caller's model is not moved
     with torch.no_grad():
-        want, got = model.to("cpu")(input_ids=ids).logits, loaded(input_ids=ids).logits
+        want, got = model(input_ids=ids.to(device)).logits.cpu(), loaded(input_ids=ids).logits
     diff = float((got - want).abs().max()) / max(1.0, float(want.abs().max()))
     if diff > TOLERANCE:
         raise NotExportable(f"the compressed-tensors folder {directory} reloads to logits {diff:.3g} (relative) away from "

@@ -5,9 +5,9 @@ The graph is one decoding step, ``(input_ids [1, 1], position_ids [1, 1], past k
 present keys/values)``, traced from the model with the cache as plain tensors (a ``DynamicCache`` rebuilt inside the
 step) and dynamic in the cache's length; a prompt is fed one token at a time. Batch 1 and no padding: the step takes no
 attention mask. A trace that froze a length would give wrong logits silently, so every export is checked against the
-model's own full-sequence forward at every position of a sequence longer than the one traced (``CHECK_TOKENS``), and a
-weight-only graph also against the torch weight-only model; a graph that differs by more than ``TOLERANCE`` (relative
-to the logits' scale) is refused.
+model's own full-sequence forward (weight-only layers computing with their dequantized weights, as in torch) at every
+position of a sequence longer than the one traced (``CHECK_TOKENS``); a graph that differs by more than ``TOLERANCE``
+(relative to the logits' scale) is refused.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def serve(model: nn.Module, *, threads: int | None = None, seed: int = 0) -> Ort
     for t in [*plain.parameters(), *plain.buffers()]:
         if t.is_floating_point():
             t.data = t.data.float()  # not ``.float()``: transformers refuses it on a model marked quantized
-    layers = {n: m for n, m in quant_layers(plain).items()}
+    layers = quant_layers(plain)
     for name, layer in layers.items():
         set_module(plain, name, _Dequantized(layer))
     shapes = _cache_shapes(plain)

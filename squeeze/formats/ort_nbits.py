@@ -90,7 +90,7 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
 
 
-def to_nbits(graph_path: Path, layers: dict[str, QuantLinear], accuracy_level: int = 0) -> bytes:
+def to_nbits(graph_path: Path, layers: dict[str, QuantLinear]) -> bytes:
     """Replace the MatMuls whose weight is a layer's dequantized weight by MatMulNBits nodes; returns the model bytes.
 
     Raises:
@@ -112,8 +112,6 @@ def to_nbits(graph_path: Path, layers: dict[str, QuantLinear], accuracy_level: i
             continue
         name, layer = hit
         tensors, attrs = nbits_initializers(layer, name)
-        if accuracy_level:
-            attrs["accuracy_level"] = accuracy_level
         graph.initializer.extend(tensors)
         new_nodes.append(helper.make_node("MatMulNBits", [node.input[0]] + [t.name for t in tensors], list(node.output),
                                           name=f"{name}.MatMulNBits", domain="com.microsoft", **attrs))
