@@ -54,6 +54,7 @@ gpu-check: install
 	$(PY) benchmarks/gpu_check.py
 	$(PY) benchmarks/gpu_step.py
 	$(PY) benchmarks/gpu_train.py
+	$(PY) benchmarks/gpu_fp8.py
 
 clean:
 	rm -rf mlruns mlartifacts mlflow.db ray_results .squeeze_cache

@@ -1,7 +1,7 @@
-"""Quality of the one-shot menu on SmolLM2-135M: WikiText-2 test perplexity of fp32, RTN / GPTQ / AWQ W4 g128 and
-magnitude / Wanda / SparseGPT at 50% and 2:4, next to the published anchors.
+"""Quality of the one-shot menu on SmolLM2-135M: WikiText-2 test perplexity of fp32, RTN / GPTQ / AWQ W4 g128,
+magnitude / Wanda / SparseGPT at 50% and 2:4 and fp8 W8A8, next to the published anchors.
 
-    .venv/bin/python benchmarks/menu_quality.py [--tokens 16384] [--calibration 64]
+    .venv/bin/python benchmarks/menu_quality.py [--tokens 16384] [--calibration 64] [--only fp8,rtn]
 
 Each technique is squeeze's own (``squeeze.techniques.oneshot``, the code a trial runs), on the pre-trained model
 (no fine-tuning). Calibration: ``--calibration`` segments of 512 tokens drawn (seed 0) from WikiText-2 *valid*;
@@ -36,7 +36,9 @@ MENU = [("rtn", {"bits": 4, "group_size": 128}), ("gptq", {"bits": 4, "group_siz
         ("awq", {"bits": 4, "group_size": 128}), ("rtn", {"bits": 4, "group_size": -1}),
         ("gptq", {"bits": 4, "group_size": -1}), ("awq", {"bits": 4, "group_size": -1}),
         ("magnitude", {"sparsity": 0.5}), ("wanda", {"sparsity": 0.5}), ("sparsegpt", {"sparsity": 0.5}),
-        ("magnitude", {"pattern": "2:4"}), ("wanda", {"pattern": "2:4"}), ("sparsegpt", {"pattern": "2:4"})]
+        ("magnitude", {"pattern": "2:4"}), ("wanda", {"pattern": "2:4"}), ("sparsegpt", {"pattern": "2:4"}),
+        # fp8 W8A8 (FP8_DYNAMIC); without an fp8 GPU, torch's reference kernel: the same arithmetic, so the same ppl
+        ("fp8", {"emulate": True})]
 
 
 def perplexity(model, ids) -> float:
@@ -80,7 +82,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--calibration", type=int, default=64)
+    ap.add_argument("--only", default="", help="comma-separated techniques (fp32 always): a partial run, its own file")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
     if not WIKI.is_dir():
         raise SystemExit(f"{WIKI} not found: this benchmark reads WikiText-2 from ../shared/data/wikitext")
     torch.set_num_threads(common.THREADS)
@@ -101,12 +105,14 @@ def main() -> None:
     rows["fp32"] = {"ppl": perplexity(model, test), "disk_mb": None, **latency(model, tok.vocab_size)}
     print(f"{'fp32':32s} ppl {rows['fp32']['ppl']:.3f}", flush=True)
     for name, params in MENU:
+        if only and name not in only:
+            continue
         cls = get_technique_class(name)
         technique = cls(None)
         technique.p = cls.Params(**params)
         model = fresh()
         model = technique.compress(model, batches if technique.uses_calibration else [])
-        key = f"{name} " + (f"W{params['bits']} g{params['group_size']}" if "bits" in params
+        key = f"{name} " + (f"W{params['bits']} g{params['group_size']}" if "bits" in params else "W8A8" if name == "fp8"
                             else params.get("pattern") or f"{params['sparsity']:.0%}")
         key += "" if params.get("act_order", True) else " no act-order"
         import tempfile
@@ -120,10 +126,12 @@ def main() -> None:
     base = rows["fp32"]["ppl"]
     ratios = {}
     for family, (a, b) in {"W4 g128": ("gptq W4 g128", "awq W4 g128"), "W4 per-row": ("gptq W4 g-1", "awq W4 g-1")}.items():
+        if only:  # a partial run: the ratios are the full run's
+            break
         rtn = rows[f"rtn {family.replace('per-row', 'g-1').replace('W4 ', 'W4 ')}"]["ppl"] - base
         ratios[f"gptq/rtn increase, {family}"] = (rows[a]["ppl"] - base) / rtn
         ratios[f"awq/rtn increase, {family}"] = (rows[b]["ppl"] - base) / rtn
-    for pattern in ("50%", "2:4"):
+    for pattern in () if only else ("50%", "2:4"):
         mag = rows[f"magnitude {pattern}"]["ppl"] - base
         ratios[f"sparsegpt/magnitude increase, {pattern}"] = (rows[f"sparsegpt {pattern}"]["ppl"] - base) / mag
         ratios[f"wanda/magnitude increase, {pattern}"] = (rows[f"wanda {pattern}"]["ppl"] - base) / mag
@@ -135,7 +143,9 @@ def main() -> None:
            "calibration": {"data": "WikiText-2 valid", "segments": args.calibration, "tokens_each": CONTEXT, "seed": 0},
            "rows": rows, "increase_ratios": ratios, "anchors": ANCHORS,
            "goal": "GPTQ/AWQ at most half of RTN's perplexity increase; SparseGPT/Wanda at most half of magnitude's"}
-    path_out = ROOT / "benchmarks" / "results" / f"{out['date']}-menu-quality.json"
+    suffix = f"-{'-'.join(sorted(only))}" if only else ""
+    out["command"] += f" --only {args.only}" if only else ""
+    path_out = ROOT / "benchmarks" / "results" / f"{out['date']}-menu-quality{suffix}.json"
     path_out.write_text(json.dumps(out, indent=1))
     print(json.dumps(ratios, indent=1))
     print(f"wrote {path_out.relative_to(ROOT)}")

@@ -32,6 +32,7 @@ TECHNIQUES: dict[str, str] = {
     "wanda": "squeeze.techniques.oneshot:Wanda",
     "sparsegpt": "squeeze.techniques.oneshot:SparseGPT",
     "smoothquant": "squeeze.techniques.oneshot:SmoothQuant",
+    "fp8": "squeeze.techniques.oneshot:Fp8",
 }
 
 

@@ -35,3 +35,22 @@ def test_the_gpu_training_benchmark_says_so_and_exits_2_without_cuda(tmp_path):
     r = subprocess.run([sys.executable, "benchmarks/gpu_train.py", "--out", str(tmp_path / "x.json")], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "no CUDA device" in r.stderr and not (tmp_path / "x.json").exists()
+
+
+def test_the_gpu_fp8_benchmark_runs_its_arms_and_writes_its_figures(tmp_path):
+    """``benchmarks/gpu_fp8.py --smoke``: bf16 (fp32 here) against squeeze's fp8 (emulated on this CPU) on a tiny Llama:
+    perplexity, decode tokens/s at two batch sizes, one layer's GEMM; without an fp8 GPU the real run exits 2."""
+    out = tmp_path / "fp8.json"
+    r = subprocess.run([sys.executable, "benchmarks/gpu_fp8.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    base, fp8 = doc["arms"]["fp32"], doc["arms"]["fp8"]
+    assert "squeeze fp8 (14 layers)" in fp8["how"] and "no speed-up here" in fp8["how"]
+    assert fp8["ppl"] > 1 and base["ppl"] > 1 and fp8["ppl"] != base["ppl"]  # quantized: not the same model
+    assert fp8["decode_b2_tokens_per_s"] > 0 and base["decode_b1_speedup"] == 1.0
+    assert set(doc["gemm_576x1536"]) == {"32", "256"} and doc["arms"]["int4"]["how"] == "not run with --smoke"
+    if not torch.cuda.is_available():
+        r = subprocess.run([sys.executable, "benchmarks/gpu_fp8.py", "--out", str(tmp_path / "x.json")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "no CUDA device with fp8 GEMMs" in r.stderr and not (tmp_path / "x.json").exists()

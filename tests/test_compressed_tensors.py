@@ -1,5 +1,6 @@
 """compressed-tensors output (``squeeze.formats.compressed_tensors``): a symmetric RTN/GPTQ model written through the
 compressed-tensors library reloads through transformers to the same logits, its stored integers are the layer's own;
+so does an fp8 model (``float-quantized``, llm-compressor's FP8_DYNAMIC: float8 weights byte for byte, per-token inputs);
 what the format cannot hold (GPT-2's Conv1D, AWQ input scales, asymmetric zero points, no weight-only layer) is refused
 by name. If compressed-tensors or transformers change the format or its loading, these fail loudly."""
 
@@ -61,10 +62,38 @@ def test_what_the_format_cannot_hold_is_refused_by_name(tmp_path):
         compressed_tensors.export(_quantized(_gpt2(), bits=4, group_size=32, sym=True), tmp_path / "g")
     with pytest.raises(compressed_tensors.NotExportable, match="not a multiple of groups of 48"):
         compressed_tensors.export(_quantized(_llama(), bits=4, group_size=48, sym=True), tmp_path / "p")
-    with pytest.raises(compressed_tensors.NotExportable, match="no weight-only layer"):
+    with pytest.raises(compressed_tensors.NotExportable, match="no weight-only .* or fp8 layer"):
         compressed_tensors.export(_llama(), tmp_path / "b")
     awq = _quantized(_llama(), bits=4, group_size=32, sym=True)
     layer = next(iter(quant_layers(awq).values()))
     layer.register_buffer("input_scale", torch.ones(layer.in_features))  # the form AWQ leaves
     with pytest.raises(compressed_tensors.NotExportable, match="AWQ input scale"):
         compressed_tensors.export(awq, tmp_path / "c")
+
+
+def test_an_fp8_model_reloads_through_transformers_as_fp8_dynamic(tmp_path):
+    from safetensors import safe_open
+
+    from squeeze.formats.fp8 import layers_of
+
+    t = get_technique_class("fp8")(None)
+    t.p = t.Params(emulate=True)  # this CPU has no fp8 GEMM: torch's reference kernel, the same arithmetic
+    model = t.compress(_llama(), [])
+    out = compressed_tensors.export(model, tmp_path / "ct")
+    cfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert cfg["format"] == "float-quantized"
+    (scheme,) = cfg["config_groups"].values()
+    assert scheme["weights"]["type"] == "float" and scheme["weights"]["strategy"] == "channel"
+    assert scheme["input_activations"]["strategy"] == "token" and scheme["input_activations"]["dynamic"] is True
+    layers = layers_of(model)
+    assert len(scheme["targets"]) == len(layers) == 14
+    with safe_open(out / "model.safetensors", "pt") as f:  # the stored float8 bytes are the layer's own
+        for name, layer in layers.items():
+            stored = f.get_tensor(f"{name}.weight")
+            assert stored.dtype == torch.float8_e4m3fn
+            assert torch.equal(stored.view(torch.uint8), layer.weight.view(torch.uint8)), name
+    loaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(0, 300, (3, 9), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want, got = model(input_ids=ids).logits, loaded(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-5 * max(1.0, float(want.abs().max())))

@@ -17,6 +17,7 @@ from helpers import run_recipe, tiny_sweep
 from squeeze import families, formats
 from squeeze.formats import ort_nbits, weight_only
 from squeeze.formats.weight_only import QuantLinear, pack, unpack
+from squeeze.formats.fp8 import Fp8Linear
 from squeeze.oneshot import grid, solvers
 
 
@@ -218,7 +219,9 @@ MENU = [(["rtn"], {"rtn": {"bits": 8, "group_size": -1}}), (["gptq"], {"gptq": {
         (["awq"], {"awq": {"group_size": 32, "sym": True}}), (["magnitude"], {}), (["wanda"], {"wanda": {"pattern": "2:4"}}),
         (["sparsegpt"], {"sparsegpt": {"sparsity": 0.6}}),
         (["sparsegpt", "gptq"], {"sparsegpt": {"pattern": "2:4"}, "gptq": {"group_size": 32}}),
-        (["smoothquant"], {"smoothquant": {"alpha": 0.5}})]
+        (["smoothquant"], {"smoothquant": {"alpha": 0.5}}),
+        # fp8 needs a GPU of compute capability >= 8.9; on this CPU, torch's reference kernel (emulate) computes it
+        (["fp8"], {"fp8": {"emulate": True}}), (["sparsegpt", "fp8"], {"sparsegpt": {"pattern": "2:4"}, "fp8": {"emulate": True}})]
 
 
 @pytest.mark.parametrize("preset,task", CASES, ids=[f"{p}-{t}" for p, t in CASES])
@@ -246,7 +249,8 @@ def test_the_menu_runs_from_a_baseline_on_each_family_and_reloads_with_parity(tm
         m = final.metrics
         model = formats.load(folder)
         quantizer = technique[-1] in ("rtn", "gptq", "awq")
-        codec = "weight-only" if quantizer else "smoothed-int8" if technique == ["smoothquant"] else "torch"
+        codec = ("weight-only" if quantizer else "smoothed-int8" if technique == ["smoothquant"] else
+                 "fp8" if technique[-1] == "fp8" else "torch")
         assert formats.read_format(folder)["codec"] == codec, name
         if technique == ["smoothquant"]:
             assert m["quant/int8_linear"] > 0 and m["quant/float_linear"] == 0
@@ -254,8 +258,11 @@ def test_the_menu_runs_from_a_baseline_on_each_family_and_reloads_with_parity(tm
         assert m["oneshot/layers"] == len(weight_only.quant_layers(model)) if quantizer else m["oneshot/layers"] > 0
         if quantizer:
             assert m["size/disk_mb"] < base.metrics["size/disk_mb"], name
-        linears = [mod.weight for mod in families.layer_list(model).modules()
-                   if isinstance(mod, (torch.nn.Linear, QuantLinear))]
+        linears = [mod.dequantized() if isinstance(mod, Fp8Linear) else mod.weight
+                   for mod in families.layer_list(model).modules() if isinstance(mod, (torch.nn.Linear, QuantLinear, Fp8Linear))]
+        if technique[-1] == "fp8":  # every Linear of the transformer layers, smaller on disk, no CPU speed-up claimed
+            assert m["quant/fp8_layers"] == len(linears) == m["oneshot/layers"] and m["size/disk_mb"] < base.metrics["size/disk_mb"]
+            assert "no speed-up here" in formats.of(model).serving(model)[1]
         if "sparsegpt" in technique or "wanda" in technique:
             assert linears, name
             pattern = params[technique[0]].get("pattern")

@@ -104,6 +104,18 @@ def check_machine(cfg, i: int) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"{_where(cfg, i, 'resources.gpu' if s.resources.gpu else 'train.device')}: this machine "
                               "has no CUDA GPU (set RAY_ADDRESS to run on a cluster that has one)")
+    from squeeze.driver.search_space import points
+
+    for t in s.technique:  # what a technique needs of the hardware (fp8: a GPU with fp8 tensor cores), for every value
+        check = getattr(get_technique_class(t), "check_machine", None)  # a plug-in technique may not declare it
+        if check is None:
+            continue
+        try:
+            for train, params in points(s, t):
+                check(params, train.device, s.resources.gpu, local)
+        except ValueError as exc:
+            field, _, msg = str(exc).partition(": ")
+            raise ConfigError(f"{_where(cfg, i, field)}: {msg}") from None
 
 
 def check(cfg, known_elsewhere=lambda name: False) -> None:

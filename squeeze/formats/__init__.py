@@ -29,6 +29,7 @@ CODECS: dict[str, str] = {
     "onnx-int8": "squeeze.formats.onnx_int8:OnnxInt8Codec",
     "weight-only": "squeeze.formats.weight_only:WeightOnlyCodec",
     "smoothed-int8": "squeeze.formats.smoothed_int8:SmoothedInt8Codec",
+    "fp8": "squeeze.formats.fp8:Fp8Codec",
 }
 CODEC_ATTR = "squeeze_codec"
 

@@ -1,5 +1,6 @@
-"""A weight-only model as a compressed-tensors folder (``pack-quantized``): llm-compressor's output format, which
-transformers (with the ``compressed-tensors`` package) and vLLM load.
+"""A weight-only model as a compressed-tensors folder (``pack-quantized``), or an fp8 one (``float-quantized``, the
+``FP8_DYNAMIC`` scheme): llm-compressor's output format, which transformers (with the ``compressed-tensors`` package)
+and vLLM load.
 
     from squeeze.formats import compressed_tensors
     compressed_tensors.export("mlruns/.../artifacts/model", "out/")   # a folder squeeze saved, or the model itself
@@ -7,7 +8,7 @@ transformers (with the ``compressed-tensors`` package) and vLLM load.
 
 The layers' own integers and scales are written through the ``compressed-tensors`` library (its
 ``apply_quantization_config`` and ``ModelCompressor``, nothing hand-packed); the library re-quantizes each dequantized
-weight with the scales given, which returns the stored integers exactly. Every export is reloaded through transformers
+weight with the scales given, which returns the stored integers (or float8 values) exactly. Every export is reloaded through transformers
 and must give the squeeze model's logits (``TOLERANCE`` of their scale), else it is refused.
 
 What the format cannot hold is refused by name, never approximated: GPT-2's Conv1D projections (reloaded transposed
@@ -60,11 +61,20 @@ def _schemes(layers: dict) -> dict:
     return out
 
 
+def _fp8_schemes(layers: dict) -> dict:
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    weights = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy="channel")
+    tokens = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy="token", dynamic=True)
+    return {"group_0": QuantizationScheme(targets=sorted(layers), weights=weights, input_activations=tokens)}
+
+
 def export(model: nn.Module | str | Path, directory: str | Path, tokenizer=None) -> Path:
-    """Write ``model`` (a weight-only model, or a folder squeeze saved one in) to ``directory`` as compressed-tensors.
+    """Write ``model`` (a weight-only or fp8 model, or a folder squeeze saved one in) to ``directory`` as
+    compressed-tensors.
 
     Raises:
-        NotExportable: the model is not weight-only, holds what the format cannot, or did not reload to its logits.
+        NotExportable: the model is neither, holds what the format cannot, or did not reload to its logits.
     """
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import QuantizationConfig, QuantizationStatus, apply_quantization_config
@@ -78,13 +88,20 @@ def export(model: nn.Module | str | Path, directory: str | Path, tokenizer=None)
             import transformers
 
             tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    layers = quant_layers(model)
-    if not layers:
-        raise NotExportable("the model holds no weight-only layer (RTN, GPTQ): nothing to write as pack-quantized")
+    from squeeze.formats import fp8
+
+    layers, fp8_layers = quant_layers(model), fp8.layers_of(model)
+    if not layers and not fp8_layers:
+        raise NotExportable("the model holds no weight-only (RTN, GPTQ) or fp8 layer: nothing to write as "
+                            "compressed-tensors")
+    if layers and fp8_layers:
+        raise NotExportable("the model holds weight-only and fp8 layers: compressed-tensors writes one format per folder")
     if model.config.model_type in CONV1D:
         raise NotExportable(f"{model.config.model_type}: transformers rebuilds its projections as Conv1D (weights "
                             "stored transposed), which compressed-tensors does not target; export Llama or BERT models")
-    config = QuantizationConfig(config_groups=_schemes(layers), quantization_status=QuantizationStatus.FROZEN)
+    groups = _schemes(layers) if layers else _fp8_schemes(fp8_layers)
+    layers = layers or fp8_layers
+    config = QuantizationConfig(config_groups=groups, quantization_status=QuantizationStatus.FROZEN)
     plain = copy.deepcopy(model).to("cpu").eval()
     if getattr(plain, "hf_quantizer", None) is not None:  # de-quantized by transformers on load (GGUF): plain floats now
         plain.hf_quantizer = None
@@ -98,9 +115,11 @@ def export(model: nn.Module | str | Path, directory: str | Path, tokenizer=None)
     apply_quantization_config(plain, config, show_progress=False)
     for name, layer in layers.items():
         module = plain.get_submodule(name)
-        module.weight_scale.data = layer.scales.clone().to(module.weight_scale.dtype).reshape(module.weight_scale.shape)
+        scales = layer.weight_scale if fp8_layers else layer.scales
+        module.weight_scale.data = scales.clone().to(module.weight_scale.dtype).reshape(module.weight_scale.shape)
         module.quantization_status = QuantizationStatus.FROZEN
-    compressor = ModelCompressor.from_pretrained_model(plain, quantization_format="pack-quantized")
+    fmt = "float-quantized" if fp8_layers else "pack-quantized"
+    compressor = ModelCompressor.from_pretrained_model(plain, quantization_format=fmt)
     compressor.compress_model(plain)
     directory = Path(directory)
     plain.save_pretrained(directory)

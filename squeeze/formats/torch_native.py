@@ -280,11 +280,17 @@ def tensors_of(model: nn.Module):
             yield t
 
 
+def _nonzero(t: torch.Tensor) -> int:
+    if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):  # no count_nonzero for float8: its bits, sign aside (-0)
+        return int(torch.count_nonzero(t.view(torch.uint8) & 0x7F))
+    return int(torch.count_nonzero(t))
+
+
 def size_of(tensors: list[torch.Tensor]) -> dict[str, float]:
     """Parameter count, non-zero count and bytes in memory (int8 weights counted as stored)."""
     counted = [t for t in tensors if t.is_floating_point() or t.dtype == torch.int8]
     return {"size/params": float(sum(t.numel() for t in counted)),
-            "size/nonzero": float(sum(int(torch.count_nonzero(t)) for t in counted)),
+            "size/nonzero": float(sum(_nonzero(t) for t in counted)),
             "size/memory_mb": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
 
 

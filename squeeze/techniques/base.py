@@ -62,6 +62,11 @@ class Technique(Protocol):
         """Rules on the source stage's model (``depth(name)``: its layer count), checked on the driver before Ray
         starts; raise ValueError naming the param."""
 
+    @classmethod
+    def check_machine(cls, params: BaseModel, device: str, gpus: float, local: bool) -> None:
+        """Rules on the hardware a trial runs on (``train.device``, ``resources.gpu``; ``local``: this machine is the
+        cluster, so its GPUs can be asked), checked on the driver before Ray starts; raise ValueError naming the field."""
+
     def initial_model(self) -> Optional[torch.nn.Module]:
         """The model to train, when the technique builds its own (a PKD student); else None."""
 
@@ -112,6 +117,10 @@ class NoOp:
 
     @classmethod
     def check_source(cls, params, source_model: str, depth) -> None:
+        return None
+
+    @classmethod
+    def check_machine(cls, params, device: str, gpus: float, local: bool) -> None:
         return None
 
     def initial_model(self):

@@ -288,3 +288,58 @@ class SmoothQuant(_OneShot):
             raise AssertionError(f"{counts['quant/float_linear']} Linear layers are still fp32 after quantization")
         self.info.update(counts)
         return formats.mark(model, self.codec)
+
+
+class Fp8Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    emulate: bool = Field(False, description="run where no fp8 GEMM exists (torch's reference kernel on the CPU or an "
+                                             "older GPU): fp8's accuracy and size, no speed; off: refused there")
+
+
+class Fp8(_OneShot):
+    """fp8 W8A8 (llm-compressor's FP8_DYNAMIC): every Linear of the transformer layers as float8 e4m3 weights with a
+    scale per output row, inputs quantized per token at run time (no calibration). Needs a CUDA GPU of compute
+    capability >= 8.9, checked before Ray starts and again on the trial's device; ``emulate: true`` measures its
+    accuracy elsewhere (the same arithmetic, torch's reference kernel)."""
+
+    name = "fp8"
+    Params = Fp8Params
+    codec = "fp8"
+    uses_calibration = False
+
+    @classmethod
+    def check_machine(cls, params, device: str, gpus: float, local: bool) -> None:
+        from squeeze.formats import fp8
+
+        if params.emulate:
+            return
+        if device == "cpu" or gpus <= 0:
+            field = "train.device" if device == "cpu" else "resources.gpu"
+            raise ValueError(f"{field}: {fp8.REQUIREMENT}; or set params.fp8.emulate: true to measure its accuracy "
+                             "without one (no speed-up)")
+        why = fp8.unsupported() if local else None  # on a cluster the trial checks its own GPU
+        if why:
+            raise ValueError(f"train.device: {fp8.REQUIREMENT}, and {why} (set RAY_ADDRESS to run on a cluster that "
+                             "has one, or params.fp8.emulate: true)")
+
+    def compress(self, model, batches):
+        from squeeze.formats import fp8
+
+        device = next(model.parameters()).device
+        why = fp8.unsupported(device) if device.type == "cuda" else "the trial runs on the CPU"
+        if why and not self.p.emulate:
+            raise RuntimeError(f"fp8: {fp8.REQUIREMENT}; {why} (params.fp8.emulate: true measures its accuracy anyway)")
+        return super().compress(model, batches)
+
+    def _layer(self, layer, name, linear, stats) -> None:
+        from squeeze.formats.fp8 import Fp8Linear
+
+        try:
+            set_module(layer, name, Fp8Linear.from_linear(linear))
+        except ValueError as exc:
+            raise ValueError(f"layer {name}: {exc}") from None
+
+    def _summary(self, model) -> dict:
+        from squeeze.formats.fp8 import layers_of
+
+        return {"quant/fp8_layers": float(len(layers_of(model)))}
