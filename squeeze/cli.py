@@ -6,6 +6,7 @@
     squeeze ls --experiment quickstart              # the runs as a pandas table
     squeeze report --experiment quickstart          # Table 4, costs, EVP and Pareto plots -> reports/
     squeeze ui                                      # MLflow UI on http://127.0.0.1:5000
+    squeeze export runs:/<run id>/model out/        # a weight-only or fp8 model as compressed-tensors (vLLM, HF)
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--experiment", required=True)
     rep.add_argument("--out", help="folder (default: reports/EXPERIMENT)")
     rep.add_argument("--tracking-uri")
+    ex = sub.add_parser("export", help="write a trial's model as compressed-tensors (transformers and vLLM load it)")
+    _output(ex)
+    ex.add_argument("model", help="a model folder squeeze saved, or an MLflow URI (runs:/<run id>/model, models:/...)")
+    ex.add_argument("out", help="the folder to write (new or empty)")
+    ex.add_argument("--tracking-uri", help="for an MLflow URI (default: sqlite:///mlflow.db here)")
     ui = sub.add_parser("ui", help="serve the MLflow UI (127.0.0.1 unless --host)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", default=5000, type=_port)
@@ -164,6 +170,54 @@ def _report(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    """A weight-only (RTN, GPTQ) or fp8 model as compressed-tensors, checked by reloading it through transformers."""
+    from pathlib import Path
+
+    from squeeze.config import ConfigError
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"export: {out} exists and is not an empty folder; name a new one (nothing is overwritten)")
+    source = args.model
+    if ":/" in source:
+        import mlflow
+
+        from squeeze.tracking import require_store, resolve_uri
+
+        uri = resolve_uri(args.tracking_uri)
+        require_store(uri)
+        mlflow.set_tracking_uri(uri)
+        try:
+            source = mlflow.artifacts.download_artifacts(artifact_uri=source)
+        except Exception as exc:  # an unknown run or artifact: MlflowException / OSError, said plainly
+            raise ConfigError(f"export: {args.model}: cannot be downloaded from {uri} ({type(exc).__name__})") from None
+    elif not Path(source).is_dir():
+        raise ConfigError(f"export: {source}: no such folder (a trial's model folder, or runs:/<run id>/model)")
+    try:
+        from squeeze.formats import compressed_tensors
+        import compressed_tensors as _  # noqa: F401
+    except ImportError:
+        raise ConfigError("export: the compressed-tensors package is not installed: pip install compressed-tensors "
+                          "(or squeeze's [compressed-tensors] extra)") from None
+    import shutil
+
+    _out_folder(str(out.parent if str(out.parent) else "."), "export")
+    partial = out.parent / f".{out.name}.partial"  # an export that fails its check leaves nothing behind
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        compressed_tensors.export(source, partial)
+    except ValueError as exc:  # NotExportable, or a folder squeeze did not write
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ConfigError(f"export: {exc}") from None
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    written = partial.rename(out)
+    fmt = __import__("json").loads((written / "config.json").read_text())["quantization_config"]["format"]
+    print(f"wrote {written} (compressed-tensors {fmt}); it reloads through transformers to the model's logits")
+    return 0
+
+
 def ui_command(args) -> list[str]:
     """The MLflow UI command line; it binds 127.0.0.1 unless --host says otherwise."""
     from squeeze.tracking import resolve_uri
@@ -206,9 +260,15 @@ def _ui(args) -> int:
 
 
 def _sigterm_as_sigint(signum, frame) -> None:
-    """SIGTERM (a scheduler, `kill`) stops a sweep the way Ctrl-C does: trials stop, nothing counts as complete."""
+    """SIGTERM (a scheduler, `kill`) stops a sweep the way Ctrl-C does: trials stop, nothing counts as complete.
+
+    A process started in the background by a shell (``nohup squeeze study ... &``) inherits SIGINT *ignored*; raising
+    SIGINT there would do nothing and SIGTERM would be swallowed, so the KeyboardInterrupt is raised directly unless
+    SIGINT has a handler of its own."""
     import signal
 
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)
 
 
@@ -247,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("sweep", "study"):
             return _run(args)
-        return {"ls": _ls, "report": _report, "ui": _ui}[args.command](args)
+        return {"ls": _ls, "report": _report, "ui": _ui, "export": _export}[args.command](args)
     except (ConfigError, DataError, CheckpointError, TrackingError, StageBusy, StorageTampered) as exc:
         from squeeze.tracking import mask_secrets
 

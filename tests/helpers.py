@@ -88,9 +88,16 @@ def study_runs(workdir, experiment, sweep=None):
     return client, parents, children
 
 
-def start_cli(workdir, *args):
+def start_cli(workdir, *args, ignore_sigint: bool = False):
+    """``squeeze`` in a child process; ``ignore_sigint``: as a shell starts a background job (``nohup ... &``)."""
+    import signal
+
+    def background():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec, as bash leaves it for `cmd &`
+
     return subprocess.Popen([sys.executable, "-m", "squeeze.cli", *args], cwd=workdir, env=dict(os.environ),
-                            stdout=open(workdir / f"{len(list(workdir.glob('*.log')))}.log", "w"), stderr=subprocess.STDOUT)
+                            stdout=open(workdir / f"{len(list(workdir.glob('*.log')))}.log", "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=background if ignore_sigint else None)
 
 
 def kill_driver(proc) -> None:

@@ -97,3 +97,24 @@ def test_an_fp8_model_reloads_through_transformers_as_fp8_dynamic(tmp_path):
     with torch.no_grad():
         want, got = model(input_ids=ids).logits, loaded(input_ids=ids).logits
     assert torch.allclose(got, want, atol=1e-5 * max(1.0, float(want.abs().max())))
+
+
+def test_squeeze_export_writes_a_trial_folder_and_refuses_what_it_cannot(tmp_path, capsys):
+    from squeeze import cli
+
+    model = _quantized(_llama(), bits=4, group_size=32, sym=True)
+    formats.save(model, tmp_path / "trial", auto_class="AutoModelForCausalLM")
+    assert cli.main(["export", str(tmp_path / "trial"), str(tmp_path / "ct")]) == 0
+    assert "compressed-tensors pack-quantized" in capsys.readouterr().out
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "ct") is not None
+    assert not list(tmp_path.glob(".*partial"))
+    # a folder already holding files is not overwritten; a missing one, or a model the format cannot hold, is refused
+    assert cli.main(["export", str(tmp_path / "trial"), str(tmp_path / "ct")]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert cli.main(["export", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    formats.save(_llama(), tmp_path / "dense", auto_class="AutoModelForCausalLM")
+    assert cli.main(["export", str(tmp_path / "dense"), str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "no weight-only" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".*partial"))

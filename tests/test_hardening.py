@@ -130,6 +130,21 @@ def test_sigterm_mid_trial_exits_130_with_killed_runs_and_the_next_study_finishe
     assert all(_finished(children)[k].info.end_time == t for k, t in finished.items())  # not recomputed
 
 
+def test_sigterm_stops_a_study_started_in_the_background_with_sigint_ignored(workdir):
+    """``nohup squeeze study ... &`` starts squeeze with SIGINT ignored: SIGTERM must still stop it, as it does in
+    the foreground (it was swallowed: the latency pass of a real study ran on for minutes after it)."""
+    import ray
+
+    ray.shutdown()
+    f = _file(workdir, "bg", seeds=(0, 1), sleep=0.3)
+    proc = start_cli(workdir, "study", f, ignore_sigint=True)
+    wait_runs(workdir, "bg", lambda p, c: any(r.info.status == "RUNNING" for r in c))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130, (workdir / "0.log").read_text()[-3000:]
+    _, parents, children = study_runs(workdir, "bg")
+    assert [p.info.status for p in parents] == ["KILLED"] and not [r for r in children if r.info.status == "RUNNING"]
+
+
 def test_sigterm_under_tpe_and_asha_then_the_next_study_runs_each_trial_once(workdir):
     """An adaptive search with a scheduler: the interrupted trial's point runs again (from its run's point tag),
     finished and stopped trials are not recomputed, and the stage ends with exactly num_samples distinct trials."""

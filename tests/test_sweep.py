@@ -124,7 +124,7 @@ def _tiny_overrides(doc: dict, full_grid: bool) -> list[str]:
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=[os.path.relpath(p, ROOT) for p in SWEEP_FILES])
-def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
+def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path, capsys):
     """lightning-hydra-template's habit: every experiment config runs, shrunk to tiny models and 2 steps.
 
     The quickstart keeps its grids, so the whole study is checked end to end: every stage in
@@ -179,6 +179,11 @@ def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path):
         study = client.search_runs([exp.experiment_id], "tags.`squeeze.study` = '1'")
         assert len(study) == 1 and "report/report.md" in {a.path for a in client.list_artifacts(study[0].info.run_id, "report")}
         assert study[0].data.metrics["study/trials"] == len(df)
+        # squeeze export reads a trial's model through its MLflow URI (this GPTQ is asymmetric: refused by name)
+        gptq_run = df.loc[df["sweep"] == "sentiment-gptq", "run_id"].iloc[0]
+        assert cli.main(["export", f"runs:/{gptq_run}/model", str(workdir / "ct"),
+                         "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}"]) == 2
+        assert not (workdir / "ct").exists() and "asymmetric grid" in capsys.readouterr().err
         # a re-run skips every complete stage
         assert cli.main(["study", path, *_tiny_overrides(doc, full_grid=True)]) == 0
         assert len(load_runs(doc["experiment"])) == len(df)
