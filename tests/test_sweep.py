@@ -160,7 +160,10 @@ def test_every_sweep_file_runs_a_couple_of_steps(workdir, ray_session, path, cap
         # decode tokens/s for the causal LMs only, each in its codec's runtime (int4 RTN: MatMulNBits with the cache)
         lm = df["task"] == "dialogue"
         assert (df.loc[lm, "latency/cpu_decode_tokens_per_s"] > 0).all() and df.loc[~lm, "latency/cpu_decode_tokens_per_s"].isna().all()
-        assert df.loc[df["sweep"] == "dialogue-rtn", "latency/decode_runtime"].str.startswith("onnxruntime MatMulNBits").all()
+        quant = df[df["sweep"] == "dialogue-rtn-fp8"].set_index("technique")  # one stage, the technique searched
+        assert sorted(quant.index) == ["fp8", "rtn"]
+        assert quant.loc["rtn", "latency/decode_runtime"].startswith("onnxruntime MatMulNBits")
+        assert "no speed-up here" in quant.loc["fp8", "latency/runtime"] and quant.loc["fp8", "quant/fp8_layers"] > 0
         assert (imp_rows["imp/sparsity"].round(4) == 0.5).all()
         # squeeze report on the real study: tables, PNGs, the grid caveat, logged to the study run
         from mlflow import MlflowClient
