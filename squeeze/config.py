@@ -378,6 +378,14 @@ class SweepCfg(_Strict):
         post = [t for t, c in zip(self.technique, classes) if c.post_training]
         if post:
             self._post_training_epochs(post[0])
+        late = replaced_before(list(zip(self.technique, classes)))
+        if late:
+            t, first = late
+            fix = ("one quantizer per recipe" if getattr(get_technique_class(t), "replaces_linear", False)
+                   else f"techniques run in list order: [{t}, {first}] prunes, then quantizes")
+            raise ValueError(f"technique {self.technique}: {t!r} compresses the model's nn.Linear layers, and {first!r} "
+                             f"before it replaces them with its quantized form, so {t!r} would find nothing to do and "
+                             f"the recipe would be {first!r} alone under both names; {fix}")
 
     def objective_list(self) -> list:
         """The objectives, the task's primary metric when none are listed."""
@@ -416,18 +424,42 @@ class RunCfg(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"sweep names must be unique; repeated: {sorted(dup)}")
+        upstream: dict[str, list] = {}
         for i, s in enumerate(self.sweeps):
             if s.source and s.source.sweep in names and names.index(s.source.sweep) >= i:
                 raise ValueError(f"sweeps.{i}.source.sweep: {s.source.sweep!r} must come before {s.name!r} in the file")
             origin = self.sweeps[names.index(s.source.sweep)] if s.source and s.source.sweep in names else None
+            # the quantizing techniques whose output this stage's models start from (a searched stage: any of its
+            # alternatives), along the chain of sources
+            upstream[s.name] = (upstream.get(origin.name, []) if origin is not None else []) + [
+                (t, c) for t, c in zip(s.technique, s.technique_classes()) if getattr(c, "replaces_linear", False)]
             for t, cls in zip(s.technique, s.technique_classes()):
                 if origin is not None and cls.post_training and cls.name in {c.name for c in origin.technique_classes()}:
                     raise ValueError(f"sweeps.{i}.source.sweep: {origin.name!r} already ran {t!r}; {t} of its models "
                                      f"would apply {t} twice: start from a stage that did not run it")
+                quantized = [u for u, c in upstream.get(origin.name, [])] if origin is not None else []
+                if quantized and getattr(cls, "acts_on_linear", False):
+                    fix = ("one quantizer per chain of stages" if getattr(cls, "replaces_linear", False) else
+                           f"to prune and quantize, list both in one stage, pruning first: [{t}, {quantized[0]}]")
+                    raise ValueError(f"sweeps.{i}.source.sweep: {origin.name!r} holds models quantized by "
+                                     f"{quantized[0]!r} (their nn.Linear layers replaced), and {t!r} compresses nn.Linear "
+                                     f"layers: it would find none; start from a stage that did not quantize ({fix})")
                 if origin is not None and cls.source_technique and not set(cls.source_technique) & set(origin.technique):
                     raise ValueError(f"sweeps.{i}.source.sweep: technique {t!r} needs a source sweep running "
                                      f"{' or '.join(cls.source_technique)}; {origin.name!r} runs {origin.technique}")
         return self
+
+
+def replaced_before(chain: list[tuple[str, type]]) -> tuple[str, str] | None:
+    """(technique, earlier technique) for the first technique of ``chain`` (run order) that compresses nn.Linear
+    layers after one that replaced them with a quantized form (it would find none); None when the order holds."""
+    first = None
+    for t, cls in chain:
+        if first is not None and getattr(cls, "acts_on_linear", False):
+            return t, first
+        if getattr(cls, "replaces_linear", False):
+            first = first or t
+    return None
 
 
 def _grid_size(space: dict) -> int:

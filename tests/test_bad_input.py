@@ -310,6 +310,23 @@ CASES = [
     ("gptq without source", yml(doc(sweep(technique=["gptq"]))), RUN, "technique 'gptq' needs `source"),
     ("gptq of a gptq stage", yml(doc(BASELINE, sweep(name="q1", technique=["gptq"], source={"sweep": "base"}),
                                      sweep(name="q2", technique=["gptq"], source={"sweep": "q1"}))), RUN, "already ran 'gptq'"),
+    # a technique that compresses nn.Linear layers after one that replaced them would silently do nothing, under a label
+    # that sorts its names ([gptq, sparsegpt] would read as the joint sparsegpt+gptq recipe)
+    ("prune after quantizing, one stage", yml(doc(BASELINE, sweep(technique=["gptq", "sparsegpt"], source={"sweep": "base"}))),
+     RUN, "[sparsegpt, gptq] prunes, then quantizes"),
+    ("two quantizers, one stage", yml(doc(BASELINE, sweep(technique=["awq", "rtn"], source={"sweep": "base"}))), RUN,
+     "'rtn' compresses the model's nn.Linear layers, and 'awq' before it replaces them"),
+    ("a searched alternative in the wrong order", yml(doc(BASELINE, sweep(source={"sweep": "base"}, train__epochs=0, search_space={
+        "technique": {"grid_search": ["rtn", ["fp8", "wanda"]]}}))), RUN, "alternative 'fp8+wanda'"),
+    ("prune a quantized stage", yml(doc(BASELINE, sweep(name="q", technique=["rtn"], source={"sweep": "base"}),
+                                        sweep(name="p", technique=["wanda"], source={"sweep": "q"}))), RUN,
+     "'q' holds models quantized by 'rtn'"),
+    ("quantize a stage whose source quantized", yml(doc(
+        BASELINE, sweep(name="q", technique=["qat"]), sweep(name="p", technique=["pkd"], source={"sweep": "q"}),
+        sweep(name="d", technique=["dq"], source={"sweep": "p"}))), RUN, "'p' holds models quantized by 'qat'"),
+    ("a quantizer among a source's alternatives", yml(doc(BASELINE, sweep(name="m", source={"sweep": "base"}, train__epochs=0, search_space={
+        "technique": {"grid_search": ["sparsegpt", "gptq"]}}), sweep(name="p", technique=["awq"], source={"sweep": "m"}))),
+     RUN, "'m' holds models quantized by 'gptq'"),
     ("three-bit gptq", yml(doc(BASELINE, sweep(technique=["gptq"], source={"sweep": "base"}, params={"gptq": {"bits": 3}}))),
      RUN, "params.gptq.bits"),
     ("a group size no kernel holds", yml(doc(BASELINE, sweep(technique=["awq"], source={"sweep": "base"},

@@ -351,3 +351,23 @@ def test_the_calibration_walk_feeds_each_layer_what_the_compressed_layers_before
     for name, stats in ((n, seen[n]) for n in first):
         xs = torch.cat([x.reshape(-1, x.shape[-1]) for x in plain[name]])
         assert torch.allclose(stats.xtx, xs.T @ xs, rtol=1e-4, atol=1e-4), name
+
+
+def test_a_technique_that_finds_no_linear_layer_refuses_instead_of_passing_the_model_through():
+    """A pruner or quantizer run on a model another quantizer already converted would find no nn.Linear layer; the
+    config refuses such an order before Ray starts, and the technique itself refuses too (a model family whose layers
+    hold none), rather than returning the model unchanged under its own name."""
+    import transformers
+
+    from squeeze.registry import get_technique_class
+
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   num_key_value_heads=2, intermediate_size=64)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    batches = [{"input_ids": torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(i))} for i in range(4)]
+    rtn = get_technique_class("rtn")(None)
+    model = rtn.compress(model, [])
+    assert rtn.info["oneshot/layers"] == 14 and not any(type(m) is torch.nn.Linear for m in families.layer_list(model).modules())
+    for name in ("wanda", "gptq", "magnitude"):
+        with pytest.raises(ValueError, match=f"{name}: the model's transformer layers hold no nn.Linear layer"):
+            get_technique_class(name)(None).compress(model, batches)

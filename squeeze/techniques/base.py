@@ -46,6 +46,8 @@ class Technique(Protocol):
     pretraining_stage: bool                        # runs on the pre-training task (the IMP prune stage)
     needs_family: bool                             # reads the model's layer map (squeeze.families): checked up front
     needs_hidden_states: bool
+    acts_on_linear: bool                           # compresses the model's nn.Linear layers (finds none once replaced)
+    replaces_linear: bool                          # its finalize replaces the nn.Linear layers with a quantized form
     eval_device: Optional[str]                     # "cpu" for int8 models
     restores_best: bool                            # the trial keeps its best-dev epoch (False: the last one)
 
@@ -100,6 +102,8 @@ class NoOp:
     pretraining_stage: ClassVar[bool] = False
     needs_family: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
+    acts_on_linear: ClassVar[bool] = False
+    replaces_linear: ClassVar[bool] = False
     eval_device: ClassVar[Optional[str]] = None
     restores_best: ClassVar[bool] = True
 

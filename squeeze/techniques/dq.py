@@ -73,6 +73,7 @@ class DQ(NoOp):
     post_training = True
     needs_source = "the sweep whose fine-tuned models it quantizes"
     eval_device = "cpu"
+    acts_on_linear = replaces_linear = True
 
     @classmethod
     def check(cls, params, task, has_source):

@@ -88,6 +88,7 @@ class _OneShot(NoOp):
     codec = "torch"
     uses_calibration = True
     needs_xtx = True
+    acts_on_linear = True
 
     def finalize(self, model):
         batches = self._batches(next(model.parameters()).device) if self.uses_calibration else []
@@ -111,6 +112,9 @@ class _OneShot(NoOp):
         else:
             for index, layer in enumerate(families.layer_list(model)):
                 self._process(index, layer, {n: (lin, None) for n, lin in calibrate.layer_linears(layer).items()})
+        if not self.info["oneshot/layers"]:  # never a no-op under the recipe's name
+            raise ValueError(f"{self.name}: the model's transformer layers hold no nn.Linear layer to compress (a "
+                             "quantized form replaced them before this technique ran)")
         self.info.update({"oneshot/seconds": time.perf_counter() - start, "quant/conv1d_converted": float(converted)})
         self.info.update(self._summary(model))
         return formats.mark(model, self.codec) if self.codec != "torch" else model
@@ -141,6 +145,7 @@ def _zeros_of(linear) -> torch.Tensor:
 
 class _Quantizer(_OneShot):
     codec = "weight-only"
+    replaces_linear = True
 
     def _quantize(self, name, linear, stats):
         """(integers, scales, zeros, input scale or None) of one layer."""
@@ -258,6 +263,7 @@ class SmoothQuant(_OneShot):
     name = "smoothquant"
     Params = SmoothQuantParams
     codec = "smoothed-int8"
+    replaces_linear = True
     needs_xtx = False
     eval_device = "cpu"
 
@@ -306,6 +312,7 @@ class Fp8(_OneShot):
     Params = Fp8Params
     codec = "fp8"
     uses_calibration = False
+    replaces_linear = True
 
     @classmethod
     def check_machine(cls, params, device: str, gpus: float, local: bool) -> None:

@@ -24,6 +24,7 @@ class QAT(NoOp):
     name = "qat"
     Params = QATParams
     eval_device = "cpu"
+    acts_on_linear = replaces_linear = True
 
     def prepare(self, model):
         check_conv1d_conversion(model)
