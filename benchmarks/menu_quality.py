@@ -1,7 +1,7 @@
 """Quality of the one-shot menu on SmolLM2-135M: WikiText-2 test perplexity of fp32, RTN / GPTQ / AWQ W4 g128,
 magnitude / Wanda / SparseGPT at 50% and 2:4 and fp8 W8A8, next to the published anchors.
 
-    .venv/bin/python benchmarks/menu_quality.py [--tokens 16384] [--calibration 64] [--only fp8,rtn]
+    .venv/bin/python benchmarks/menu_quality.py [--tokens 16384] [--calibration 64] [--only fp8,rtn] [--group-size 64]
 
 Each technique is squeeze's own (``squeeze.techniques.oneshot``, the code a trial runs), on the pre-trained model
 (no fine-tuning). Calibration: ``--calibration`` segments of 512 tokens drawn (seed 0) from WikiText-2 *valid*;
@@ -83,8 +83,14 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--calibration", type=int, default=64)
     ap.add_argument("--only", default="", help="comma-separated techniques (fp32 always): a partial run, its own file")
+    ap.add_argument("--group-size", type=int, default=128,
+                    help="the W4 g128 rows at this group size instead (those rows only: a partial run, its own file)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
+    menu = MENU
+    if args.group_size != 128:
+        menu = [(n, {**p, "group_size": args.group_size}) for n, p in MENU if p.get("group_size") == 128]
+        only = only or {n for n, _ in menu}
     if not WIKI.is_dir():
         raise SystemExit(f"{WIKI} not found: this benchmark reads WikiText-2 from ../shared/data/wikitext")
     torch.set_num_threads(common.THREADS)
@@ -104,7 +110,7 @@ def main() -> None:
     model = fresh()
     rows["fp32"] = {"ppl": perplexity(model, test), "disk_mb": None, **latency(model, tok.vocab_size)}
     print(f"{'fp32':32s} ppl {rows['fp32']['ppl']:.3f}", flush=True)
-    for name, params in MENU:
+    for name, params in menu:
         if only and name not in only:
             continue
         cls = get_technique_class(name)
@@ -143,8 +149,9 @@ def main() -> None:
            "calibration": {"data": "WikiText-2 valid", "segments": args.calibration, "tokens_each": CONTEXT, "seed": 0},
            "rows": rows, "increase_ratios": ratios, "anchors": ANCHORS,
            "goal": "GPTQ/AWQ at most half of RTN's perplexity increase; SparseGPT/Wanda at most half of magnitude's"}
-    suffix = f"-{'-'.join(sorted(only))}" if only else ""
-    out["command"] += f" --only {args.only}" if only else ""
+    suffix = f"-g{args.group_size}" if args.group_size != 128 else f"-{'-'.join(sorted(only))}" if only else ""
+    out["command"] += f" --only {args.only}" if args.only else ""
+    out["command"] += f" --group-size {args.group_size}" if args.group_size != 128 else ""
     path_out = ROOT / "benchmarks" / "results" / f"{out['date']}-menu-quality{suffix}.json"
     path_out.write_text(json.dumps(out, indent=1))
     print(json.dumps(ratios, indent=1))

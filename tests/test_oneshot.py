@@ -40,6 +40,31 @@ def test_the_grid_is_gptqs_quantizer_on_a_hand_checked_row():
     assert scale.item() == pytest.approx(2 / 15)
 
 
+def test_the_asymmetric_grid_is_compressed_tensors_up_to_where_they_round_a_tie():
+    """llm-compressor's grid (compressed-tensors' calculate_qparams and fake_quantize, int4 asymmetric groups): the
+    same scales, zero points offset by 8 (its integers are signed) and values, except where ``w / scale`` is exactly
+    .5: squeeze rounds ``w / scale`` then adds the zero point (GPTQ's reference code), compressed-tensors rounds the
+    sum, and half-to-even rounding then differs by one step when the zero point is odd. Fails if upstream changes."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(64, 192, generator=gen) * 0.05 + 0.01
+    W[:, :16] = torch.round(W[:, :16] * 40) / 40  # values on a coarse grid, as a GGUF-derived checkpoint has: ties
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=64)
+    groups = W.reshape(64, -1, 64)
+    scale, zp = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
+    q, s, z = grid.rtn(W, 4, 64, False)
+    assert torch.equal(s, scale) and torch.equal(z - 8, zp.float())
+    ours = grid.from_int(q, grid.expand(s, 64, 192), grid.expand(z, 64, 192))
+    theirs = fake_quantize(W, scale, zp, args)
+    differ = ours != theirs
+    tie = (W / grid.expand(s, 64, 192)).frac().abs() == 0.5
+    assert not (differ & ~tie).any() and differ.any()  # only ties differ, and this data's ties show it (5 of 11)
+    assert torch.allclose(ours, theirs, atol=float(s.max()) + 1e-7)  # by one step at most
+
+
 @pytest.mark.parametrize("bits,cols", [(4, 7), (4, 64), (8, 5)])
 def test_int4_and_int8_packing_round_trips_exactly(bits, cols):
     q = torch.randint(0, 2 ** bits, (3, cols), generator=torch.Generator().manual_seed(0))
