@@ -14,9 +14,14 @@ Writes benchmarks/results/<date>-search.json.
 
     .venv/bin/python benchmarks/search.py --problem minilm
 
-runs part 2 only, on a problem whose front is a curve rather than a few corners: pre-trained MiniLM-L6 fine-tuned on
+runs part 2 only, on a real problem: pre-trained MiniLM-L6 fine-tuned on
 1,000 real IMDB reviews from ../shared/data (one baseline, 2 epochs; 300 dev and 300 test examples, 128 tokens), the
 same menu and budget, to benchmarks/results/<date>-search-minilm.json (about 40 minutes on 2 cores).
+
+    .venv/bin/python benchmarks/search.py --problem minilm-prune
+
+the same on a front that is a curve: only magnitude, Wanda and SparseGPT, each with its sparsity in [0.05, 0.95]
+(stored sparse: the disk size falls with the sparsity), to <date>-search-minilm-prune.json.
 """
 
 from __future__ import annotations
@@ -50,7 +55,12 @@ MINILM = {"task": "sentiment", "model": {"name": "minilm"},
                    "split": [0.5, 0.25, 0.25], "limit_train": 1000, "limit_eval": 300, "truncation_side": "left"},
           "train": {"max_length": 128, "batch_size": 16, "eval_batch_size": 64},
           "measure": {"latency": False, "parity_examples": 64}}
-PROBLEMS = {"tiny": (TINY, {"epochs": 3, "lr": 1e-3}), "minilm": (MINILM, {"epochs": 2, "lr": 1e-4, "seed": 0})}
+# a front that is a curve: one-shot pruning only (stored sparse, so disk size falls with sparsity and accuracy with it),
+# the pruner and its sparsity searched; SparseGPT's curve should dominate, which an adaptive search can learn
+PRUNE_MENU = {"technique": {"choice": ["magnitude", "wanda", "sparsegpt"]},
+              **{f"{t}.sparsity": {"uniform": [0.05, 0.95]} for t in ("magnitude", "wanda", "sparsegpt")}}
+PROBLEMS = {"tiny": (TINY, {"epochs": 3, "lr": 1e-3}, MENU), "minilm": (MINILM, {"epochs": 2, "lr": 1e-4, "seed": 0}, MENU),
+            "minilm-prune": (MINILM, {"epochs": 2, "lr": 1e-4, "seed": 0}, PRUNE_MENU)}
 
 
 def _epochs(row, total: int) -> int:
@@ -87,7 +97,7 @@ def asha_vs_grid(tracking: str) -> dict:
 
 def mo_study(problem: str, trials: int, seeds) -> dict:
     """One baseline stage, then a search stage per (algorithm, seed) from its best trial."""
-    common_, train = PROBLEMS[problem]
+    common_, train, menu = PROBLEMS[problem]
     base = {**common_, "name": "baseline", "train": {**common_["train"], **train}}
     objectives = [{"metric": "val/accuracy", "mode": "max"}, {"metric": "size/disk_mb", "mode": "min"}]
     sweeps = [base]
@@ -96,7 +106,7 @@ def mo_study(problem: str, trials: int, seeds) -> dict:
             sweeps.append({**common_, "name": f"{algo}-{s}", "source": {"sweep": "baseline", "select": "best"},
                            "num_samples": trials, "objectives": objectives,
                            "search": {"algorithm": algo, **({"seed": s} if algo != "random" else {})},
-                           "search_space": MENU})
+                           "search_space": menu})
     return {"experiment": "bench-mo", "max_concurrent_trials": 2, "sweeps": sweeps}
 
 
@@ -125,9 +135,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(prog="benchmarks/search.py")
     ap.add_argument("--problem", choices=sorted(PROBLEMS), default="tiny",
-                    help="tiny: both parts on tiny-bert; minilm: the multi-objective part on MiniLM and real IMDB")
+                    help="tiny: both parts on tiny-bert; minilm: the multi-objective part on MiniLM and real IMDB; "
+                         "minilm-prune: the same with only the pruners (a curved front)")
     problem = ap.parse_args().problem
-    if problem == "minilm" and not SHARED.is_dir():
+    if problem != "tiny" and not SHARED.is_dir():
         raise SystemExit(f"benchmarks/search.py: --problem minilm reads IMDB from {SHARED}, which does not exist")
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
