@@ -431,13 +431,13 @@ class RunCfg(_Strict):
             origin = self.sweeps[names.index(s.source.sweep)] if s.source and s.source.sweep in names else None
             # the quantizing techniques whose output this stage's models start from (a searched stage: any of its
             # alternatives), along the chain of sources
-            upstream[s.name] = (upstream.get(origin.name, []) if origin is not None else []) + [
-                (t, c) for t, c in zip(s.technique, s.technique_classes()) if getattr(c, "replaces_linear", False)]
+            quantized = upstream.get(origin.name, []) if origin is not None else []
+            upstream[s.name] = quantized + [t for t, c in zip(s.technique, s.technique_classes())
+                                            if getattr(c, "replaces_linear", False)]
             for t, cls in zip(s.technique, s.technique_classes()):
                 if origin is not None and cls.post_training and cls.name in {c.name for c in origin.technique_classes()}:
                     raise ValueError(f"sweeps.{i}.source.sweep: {origin.name!r} already ran {t!r}; {t} of its models "
                                      f"would apply {t} twice: start from a stage that did not run it")
-                quantized = [u for u, c in upstream.get(origin.name, [])] if origin is not None else []
                 if quantized and getattr(cls, "acts_on_linear", False):
                     fix = ("one quantizer per chain of stages" if getattr(cls, "replaces_linear", False) else
                            f"to prune and quantize, list both in one stage, pruning first: [{t}, {quantized[0]}]")
