@@ -41,9 +41,13 @@ def load_config(source: str | os.PathLike | dict, overrides: list[str] | None = 
     """
     from squeeze import config
 
+    if isinstance(overrides, (str, bytes)):  # list() would read it character by character
+        raise config.ConfigError(f"overrides: expected a list of key=value strings, got the string {overrides!r}")
     if isinstance(source, dict):
         raw = config.apply_overrides(dict(source), list(overrides or []), notes)
         return config.parse(raw, "<dict>")
+    if not isinstance(source, (str, os.PathLike)):
+        raise config.ConfigError(f"expected a sweep file's path or the document as a dict, got {type(source).__name__}")
     return config.load(Path(source), list(overrides or []), notes)
 
 

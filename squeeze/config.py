@@ -26,6 +26,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from squeeze import yamlfile
 from squeeze.driver import search_space
 from squeeze.driver.search import alternatives
 from squeeze.data.options import DataCfg
@@ -533,28 +534,13 @@ def parse(raw: Any, source: str = "<config>") -> RunCfg:
         raise ConfigError(_format_error(exc, source)) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key that appears twice in one mapping (the last would silently win)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges keys an explicit key may override
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load(path: str | os.PathLike, overrides: list[str] | None = None, notes: list[str] | None = None) -> RunCfg:
     """Read, override and validate a sweep file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        raw = yamlfile.load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the sweep file as UTF-8") from None
     except yaml.YAMLError as exc:

@@ -255,3 +255,45 @@ def test_trials_get_the_validated_config_without_file_checks(tmp_path):
     assert resolved.data.files == [str(data)] and resolved.train.lr == 1e-3
     with pytest.raises(config.ConfigError, match="does not exist"):
         config.parse(_sweep_doc(data={"source": "files", "files": [str(data)]}))
+
+
+def test_numbers_read_as_yaml_1_2_in_sweep_files_and_overrides(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string and ``2:4`` as the base-60 integer 124: a grid of ``1e-3`` then
+    differed from the same grid written ``0.001`` (the point's key, its params), ``loguniform: [1e-4, 1e-2]`` was
+    refused as not numbers, and ``pattern: 2:4`` was refused as not text."""
+    from squeeze import yamlfile
+    from squeeze.driver.sweep import stage_points
+
+    for text, value in (("1e-3", 0.001), ("2E5", 2e5), ("1.0e3", 1000.0), ("-1e3", -1000.0), ("+1E+3", 1000.0),
+                        (".5e-2", 0.005), ("-.5", -0.5), ("1.5", 1.5), ("3.", 3.0), ("10", 10), ("0x1f", 31),
+                        ("2:4", "2:4"), ("1:30", "1:30"), ("1e", "1e"), ("1e3.5", "1e3.5"), ("abc1e3", "abc1e3")):
+        got = yamlfile.load(text)
+        assert got == value and type(got) is type(value), (text, got)
+    assert yamlfile.load(".inf") == float("inf") and yamlfile.load("yes") is True and yamlfile.load("~") is None
+    with pytest.raises(yaml.YAMLError, match="duplicate key"):
+        yamlfile.load("a: 1\na: 2\n")
+
+    def study(space: str, params: str = "") -> str:
+        return (f"experiment: e\nsweeps:\n- {{name: base, task: sentiment, model: {{name: tiny-bert}}}}\n"
+                f"- {{name: s, task: sentiment, model: {{name: tiny-bert}}, technique: [sparsegpt], source: {{sweep: base}}, "
+                f"train: {{epochs: 0}}{params}, search_space: {{{space}}}}}\n")
+
+    path = tmp_path / "s.yaml"
+    path.write_text(study("sparsegpt.pattern: {grid_search: [2:4, 4:8]}"))
+    s = config.load(path).sweeps[1]
+    assert s.search_space["sparsegpt.pattern"] == {"grid_search": ["2:4", "4:8"]}
+    path.write_text(study("sparsegpt.sparsity: {loguniform: [1e-2, 5e-1]}"))
+    assert config.load(path).sweeps[1].search_space["sparsegpt.sparsity"] == {"loguniform": [0.01, 0.5]}
+    path.write_text(study("", ", params: {sparsegpt: {pattern: 2:4}}"))
+    assert search_space.technique_params(config.load(path).sweeps[1], "sparsegpt").pattern == "2:4"
+    # a grid written 1e-3 is the grid written 0.001: the same points, keys and values
+    base = "experiment: e\nsweeps:\n- {name: b, task: sentiment, model: {name: tiny-bert}, search_space: {lr: {grid_search: [%s]}}}\n"
+    keys = []
+    for grid in ("1e-3, 2e-3", "0.001, 0.002"):
+        path.write_text(base % grid)
+        keys.append(stage_points(config.load(path).sweeps[0], "ident", None))
+    assert keys[0] == keys[1] and [p["train"]["lr"] for p in keys[0]] == [0.001, 0.002]
+    # and an override's value likewise
+    path.write_text(base % "0.001")
+    cfg = config.load(path, ["train.weight_decay=1e-2", "sweeps.b.search_space.lr.grid_search=[1e-3]"])
+    assert cfg.sweeps[0].train.weight_decay == 0.01 and cfg.sweeps[0].search_space["lr"] == {"grid_search": [0.001]}

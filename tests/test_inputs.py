@@ -180,6 +180,24 @@ def test_the_python_api_runs_a_study_from_a_dict_and_returns_the_load_runs_frame
     assert callable(driver.run) and driver is squeeze.sweep is squeeze.driver.sweep  # the module keeps its functions
 
 
+def test_the_python_api_refuses_what_it_would_misread_before_ray_starts(workdir):
+    """An override given as one string would be read character by character; a source that is neither a path nor a
+    dict is named, not a TypeError from deep inside."""
+    import ray
+
+    import squeeze
+
+    doc = {"experiment": "api", "sweeps": [{"name": "s", "task": "sentiment", "model": {"name": "tiny-bert"}}]}
+    before = ray.is_initialized()
+    with pytest.raises(config.ConfigError, match="overrides: expected a list of key=value strings"):
+        squeeze.study(doc, overrides="train.epochs=1")
+    with pytest.raises(config.ConfigError, match="overrides: expected a list"):
+        squeeze.sweep("s.yaml", overrides="train.epochs=1")
+    with pytest.raises(config.ConfigError, match="a sweep file's path or the document as a dict, got int"):
+        squeeze.study(42)
+    assert ray.is_initialized() == before and not (workdir / "mlflow.db").exists()
+
+
 def test_a_checkpoint_cut_short_is_never_the_one_kept(tmp_path):
     from squeeze.driver.point_store import PointStore
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from squeeze import yamlfile
+
 from squeeze.registry import get_technique_class
 
 
@@ -107,7 +109,7 @@ def apply_overrides(raw: dict, overrides: list[str], sweep_fields: set[str], top
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=1")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text)
+            value = yamlfile.load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.problem})") from None
         head = key.split(".")[0]
