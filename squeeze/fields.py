@@ -15,13 +15,12 @@ def _numeric(annotation) -> bool:
 
 
 def refuse_bool_numbers(model: type[BaseModel], data):
-    """YAML 1.1 reads ``on``, ``off``, ``yes``, ``no``, ``true`` as booleans, and pydantic would take them as 1 and 0
-    for a number field (``epochs: on`` became 1 epoch): a boolean given for a number is an error."""
+    """Pydantic would take a boolean as 1 or 0 for a number field (``epochs: true``, or ``epochs: on`` where YAML 1.1
+    is read: 1 epoch): a boolean given for a number is an error."""
     if isinstance(data, dict):
         for name, info in model.model_fields.items():
             if isinstance(data.get(name), bool) and _numeric(info.annotation):
-                raise ValueError(f"{name}: expected a number, got {data[name]!r} (YAML reads on/off/yes/no/true/false "
-                                 "as booleans)")
+                raise ValueError(f"{name}: expected a number, got {data[name]!r} (a boolean is not a number)")
     return data
 
 

@@ -235,6 +235,8 @@ CASES = [
                                                    data={"files": ["c.jsonl"], "format": "chat"})))),
      RUN, "expected a 'messages' list"),
     ("epochs: on", yml("experiment: bad\nsweeps:\n- {name: s, task: sentiment, model: {name: tiny-bert}, train: {epochs: on}}\n"),
+     RUN, "sweeps.0.train.epochs: Input should be a valid integer"),  # YAML 1.2: `on` is text, not True (1 epoch)
+    ("epochs: true", yml("experiment: bad\nsweeps:\n- {name: s, task: sentiment, model: {name: tiny-bert}, train: {epochs: true}}\n"),
      RUN, "epochs: expected a number, got True"),
     ("batch_size: true", yml(doc(sweep(train__batch_size=True))), RUN, "batch_size: expected a number"),
     ("technique param a boolean", yml(doc(BASELINE, sweep(technique=["pkd"], source={"sweep": "base"},

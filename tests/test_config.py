@@ -257,10 +257,10 @@ def test_trials_get_the_validated_config_without_file_checks(tmp_path):
         config.parse(_sweep_doc(data={"source": "files", "files": [str(data)]}))
 
 
-def test_numbers_read_as_yaml_1_2_in_sweep_files_and_overrides(tmp_path):
-    """PyYAML (YAML 1.1) reads ``1e-3`` as a string and ``2:4`` as the base-60 integer 124: a grid of ``1e-3`` then
-    differed from the same grid written ``0.001`` (the point's key, its params), ``loguniform: [1e-4, 1e-2]`` was
-    refused as not numbers, and ``pattern: 2:4`` was refused as not text."""
+def test_numbers_and_booleans_read_as_yaml_1_2_in_sweep_files_and_overrides(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string, ``2:4`` as the base-60 integer 124 and ``yes`` as True: a grid of
+    ``1e-3`` then differed from the same grid written ``0.001`` (the point's key, its params), ``loguniform: [1e-4,
+    1e-2]`` was refused as not numbers, ``pattern: 2:4`` as not text, and ``label_map: {yes: pos}`` mapped "True"."""
     from squeeze import yamlfile
     from squeeze.driver.sweep import stage_points
 
@@ -269,7 +269,8 @@ def test_numbers_read_as_yaml_1_2_in_sweep_files_and_overrides(tmp_path):
                         ("2:4", "2:4"), ("1:30", "1:30"), ("1e", "1e"), ("1e3.5", "1e3.5"), ("abc1e3", "abc1e3")):
         got = yamlfile.load(text)
         assert got == value and type(got) is type(value), (text, got)
-    assert yamlfile.load(".inf") == float("inf") and yamlfile.load("yes") is True and yamlfile.load("~") is None
+    assert yamlfile.load(".inf") == float("inf") and yamlfile.load("~") is None
+    assert [yamlfile.load(t) for t in ("true", "False", "yes", "no", "on", "off")] == [True, False, "yes", "no", "on", "off"]
     with pytest.raises(yaml.YAMLError, match="duplicate key"):
         yamlfile.load("a: 1\na: 2\n")
 
@@ -293,6 +294,11 @@ def test_numbers_read_as_yaml_1_2_in_sweep_files_and_overrides(tmp_path):
         path.write_text(base % grid)
         keys.append(stage_points(config.load(path).sweeps[0], "ident", None))
     assert keys[0] == keys[1] and [p["train"]["lr"] for p in keys[0]] == [0.001, 0.002]
+    # yes / no are labels, and a boolean field still reads on / off
+    path.write_text("experiment: e\nsweeps:\n- {name: b, task: sentiment, model: {name: tiny-bert}, measure: {latency: off}, "
+                    "data: {label_map: {yes: pos, no: neg}}}\n")
+    b = config.load(path).sweeps[0]
+    assert b.data.label_map == {"yes": "pos", "no": "neg"} and b.measure.latency is False
     # and an override's value likewise
     path.write_text(base % "0.001")
     cfg = config.load(path, ["train.weight_decay=1e-2", "sweeps.b.search_space.lr.grid_search=[1e-3]"])
