@@ -231,11 +231,31 @@ def test_post_training_sweeps_train_zero_epochs_whatever_defaults_and_overrides_
     assert notes == ["train.epochs=1 not applied to post-training sweeps (they train 0 epochs): dq"]
 
 
+def test_a_default_override_says_which_sweeps_keep_their_own_value(tmp_path):
+    """``defaults.train.epochs=3`` reaches only the sweeps that do not set ``train.epochs`` (and train): it says which
+    keep their own, judged after every override (a later ``sweeps.<name>`` one may set a sweep's own value)."""
+    doc = {"experiment": "t", "defaults": {"train": {"max_length": 40}}, "sweeps": [
+        {"name": "own", "task": "sentiment", "model": {"name": "tiny-bert"}, "train": {"epochs": 2}},
+        {"name": "base", "task": "sentiment", "model": {"name": "tiny-bert"}},
+        {"name": "dq", "task": "sentiment", "technique": ["dq"], "model": {"name": "tiny-bert"}, "source": {"sweep": "base"}}]}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    notes = []
+    own, base, dq = config.load(f, ["defaults.train.epochs=3", "defaults.train.max_length=32"], notes).sweeps
+    assert (own.train.epochs, base.train.epochs, dq.train.epochs) == (2, 3, 0)
+    assert {s.train.max_length for s in (own, base, dq)} == {32}
+    assert notes == ["defaults.train.epochs=3 not applied to the sweeps that set train.epochs themselves (or are "
+                     "post-training): own, dq"]
+    with pytest.raises(config.ConfigError, match="no sweep takes this default"):
+        config.load(f, ["defaults.train.epochs=3", "sweeps.base.train.epochs=1"])
+
+
 @pytest.mark.parametrize("override,needle", [
     ("sweeps.5.train.epochs=1", "override sweeps.5.train.epochs: index 5 is out of range (1 entries)"),
     ("sweeps.nope.train.epochs=1", "override sweeps.nope.train.epochs: no sweep named 'nope'; sweeps: s"),
     ("train.epochs=[1", "override 'train.epochs=[1': the value is not valid YAML"),
     ("colour=red", "override colour: unknown key 'colour'"),
+    ("defaults.data.size=80", "override defaults.data.size=80: no sweep takes this default (every sweep sets data.size"),
 ])
 def test_bad_overrides_exit_2_without_a_traceback(tmp_path, capsys, override, needle):
     f = tmp_path / "ok.yaml"

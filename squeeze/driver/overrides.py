@@ -104,6 +104,7 @@ def apply_overrides(raw: dict, overrides: list[str], sweep_fields: set[str], top
     """
     raw = copy.deepcopy(raw)
     defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
+    given: list[tuple[str, list[str], Any]] = []  # the defaults.<field> overrides
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=1")
@@ -127,4 +128,48 @@ def apply_overrides(raw: dict, overrides: list[str], sweep_fields: set[str], top
                               f"field ({', '.join(sorted(top_fields))}) or defaults.<field>")
         else:
             set_dotted(raw, key, value)
+            if head == "defaults":
+                given.append((item, key.split(".")[1:], value))
+    for item, path, value in given:  # judged once every override is in: a later one may set a sweep's own value
+        _check_default_reaches(raw, item, path, value, notes)
     return raw
+
+
+def _leaves(path: list[str], value: Any) -> list[list[str]]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves([*path, str(k)], v)]
+    return [path]
+
+
+def _sets(doc: Any, path: list[str]) -> bool:
+    for part in path:
+        if not isinstance(doc, dict) or part not in doc:
+            return False
+        doc = doc[part]
+    return True
+
+
+def _check_default_reaches(raw: dict, item: str, path: list[str], value: Any, notes: list[str] | None) -> None:
+    """A ``defaults.<field>`` override reaches only the sweeps that do not set that field themselves (and, for a
+    training-only field, only sweeps that train): one that reaches none would silently change nothing.
+
+    Raises:
+        ConfigError: when no sweep takes the new default, naming the overrides that would.
+    """
+    sweeps = [s for s in raw.get("sweeps") or [] if isinstance(s, dict)]
+    if not path or not sweeps:
+        return
+    defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
+    field = ".".join(path)
+
+    def keeps_its_own(sweep: dict) -> bool:
+        given = defaults_for(sweep, defaults)
+        return all(_sets(sweep, leaf) or not _sets(given, leaf) for leaf in _leaves(path, value))
+
+    kept = [str(s.get("name")) for s in sweeps if keeps_its_own(s)]
+    if len(kept) == len(sweeps):
+        raise ConfigError(f"override {item}: no sweep takes this default (every sweep sets {field} itself, or is "
+                          f"post-training); `{field}=...` sets it in every sweep, `sweeps.<name>.{field}=...` in one")
+    if kept and notes is not None:
+        notes.append(f"{item} not applied to the sweeps that set {field} themselves (or are post-training): "
+                     f"{', '.join(kept)}")
