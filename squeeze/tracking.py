@@ -141,7 +141,12 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         if why:
             raise TrackingError(f"MLflow store {uri}: its folder {folder} {why}")
         return
-    if uri.startswith("file:"):
+    if uri.startswith("file:"):  # MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true: say so now
+        try:
+            mlflow_client(uri).search_experiments(max_results=1)
+        except Exception as exc:
+            raise TrackingError(f"MLflow store {uri} cannot be used ({type(exc).__name__}: {str(exc)[:1000]}); use "
+                                "sqlite:///PATH.db or a tracking server") from None
         return
     if not uri.startswith(("http://", "https://")):  # a database store: ask it for one experiment
         try:

@@ -284,6 +284,8 @@ CASES = [
     ("dq of a dq stage", yml(doc(BASELINE, sweep(name="dq1", technique=["dq"], source={"sweep": "base"}),
                                  sweep(name="dq2", technique=["dq"], source={"sweep": "dq1"}))), RUN, "already ran 'dq'"),
     ("dialogue on an encoder", yml(doc(sweep(task="dialogue"))), RUN, "needs a decoder model"),
+    ("mlflow file store", lambda w: (yml(doc())(w), (w / "mlruns").mkdir()), ["sweep", "s.yaml", "--tracking-uri", "mlruns"],
+     "mlruns cannot be used (MlflowException: The filesystem tracking backend"),  # MLflow 3 refuses it by default
     ("ray address pointing at nothing", yml(doc()), ["sweep", "s.yaml"], "RAY_ADDRESS '127.0.0.1:9': no Ray head answers"),
     ("storage uri that cannot be listed", yml(doc(storage_path="s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http")),
      RUN, "storage_path s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http: cannot be used"),
