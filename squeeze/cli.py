@@ -127,6 +127,24 @@ def _run(args) -> int:
     return 1 if result.failed_trials else 0
 
 
+def _out_file(path: str, flag: str) -> None:
+    """A file a command will write, tried now (its folder made, the file opened for writing, and left as it was)
+    so that a path that cannot be written fails before the work."""
+    from squeeze.config import ConfigError
+
+    _out_folder(os.path.dirname(os.path.abspath(path)), flag)
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path}: is a folder; name a file")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot be written ({exc.strerror or exc})") from None
+    if not existed:
+        os.remove(path)
+
+
 def _ls(args) -> int:
     import pandas as pd
 
@@ -135,7 +153,7 @@ def _ls(args) -> int:
 
     uri = resolve_uri(args.tracking_uri)
     if args.parquet:
-        _out_folder(os.path.dirname(os.path.abspath(args.parquet)), "--parquet")
+        _out_file(args.parquet, "--parquet")
     require_store(uri)
     df = load_runs(args.experiment, tracking_uri=uri)
     if args.task:

@@ -307,6 +307,10 @@ CASES = [
     ("experiment with a newline", yml(doc(experiment="a\nb")), RUN, "experiment: String should match pattern"),
     ("ls into a folder that cannot be made", lambda w: None, ["ls", "--experiment", "x", "--parquet", "/proc/no/r.parquet"],
      "--parquet /proc/no: cannot be created"),
+    ("ls into a file that cannot be written", lambda w: None, ["ls", "--experiment", "x", "--parquet", "/proc/r.parquet"],
+     "--parquet /proc/r.parquet: cannot be written"),
+    ("ls into a folder", lambda w: (w / "pq").mkdir(), ["ls", "--experiment", "x", "--parquet", "pq"],
+     "--parquet pq: is a folder; name a file"),
     ("report into a folder that cannot be made", lambda w: None, ["report", "--experiment", "x", "--out", "/proc/no"],
      "--out /proc/no: cannot be created"),
     # ---- commands
