@@ -101,7 +101,7 @@ def check(sweep, task) -> list[Objective]:
         ValueError: naming the field (``objectives.1.metric``, ``search.scheduler`` ...) and what is allowed.
     """
     objectives = sweep.objectives or [Objective(metric=f"val/{task.primary_metric}", mode=task.mode)]
-    known = [f"val/{m}" for m in task.metrics] + list(COSTS) + list(EPOCH_COSTS)
+    known = list(dict.fromkeys([f"val/{m}" for m in task.metrics] + list(COSTS) + list(EPOCH_COSTS)))
     for i, o in enumerate(objectives):
         if o.metric.startswith("test/"):
             raise ValueError(f"objectives.{i}.metric: {o.metric} would choose on the test set; use val/{o.metric[5:]}")
