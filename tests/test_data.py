@@ -475,3 +475,16 @@ def test_stages_preparing_the_same_data_at_once_share_one_cache_without_tearing_
     assert not errors and len(out) == 6
     assert all(p.features == out[0].features and p.examples == out[0].examples for p in out)
     assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_a_split_left_empty_by_copies_of_one_input_says_how_many_are_distinct(tmp_path):
+    """Copies of one input stay in one split (no test sentence is also trained on): 30 copies of one review fill one
+    split, and the error says so instead of asking for more data that it already has."""
+    p = tmp_path / "same.csv"
+    p.write_text("text,label\n" + "a fine film,pos\n" * 30)
+    with pytest.raises(DataError, match=r"split 'train' is empty \(30 examples in all, 1 distinct: copies of one input"):
+        load_splits("sentiment", DataCfg(source="files", files=[str(p)], split=[0.8, 0.1, 0.1]))
+    q = tmp_path / "few.csv"
+    q.write_text("text,label\na fine film,pos\na dull film,neg\n")
+    with pytest.raises(DataError, match=r"is empty \(2 examples in all\); use more data"):
+        load_splits("sentiment", DataCfg(source="files", files=[str(q)], split=[0.8, 0.1, 0.1]))

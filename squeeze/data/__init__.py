@@ -120,6 +120,18 @@ def _input_key(ex: dict) -> str:
     return json.dumps({k: v for k, v in ex.items() if k not in LABEL_FIELDS}, sort_keys=True, default=str)
 
 
+def _distinct(splits: dict[str, list[dict]]) -> str:
+    """How many examples, and how many distinct inputs, the splits hold (copies of an input stay in one split)."""
+    examples = [ex for part in splits.values() for ex in part]
+    if not examples or "dialog" in examples[0]:
+        return ""
+    distinct = len({_input_key(ex) for ex in examples})
+    if distinct == len(examples):
+        return f" ({len(examples)} examples in all)"
+    return (f" ({len(examples)} examples in all, {distinct} distinct: copies of one input are kept in one split, "
+            "so that no test input is also trained on)")
+
+
 def split_pool(pool: list[dict], fractions, seed: int, exact: bool = False) -> dict[str, list[dict]]:
     """Shuffle deterministically and cut into train/dev/test; dialogue turns stay with their dialogue, and copies of
     one input stay together (``exact``: no test split is kept back, for a dev split carved from a train file).
@@ -197,6 +209,7 @@ def load_splits(task, data) -> DataBundle:
         bundle.splits[s] = limit_split(bundle.splits[s], limit, data.seed)
     for s in SPLITS:
         if not bundle.splits.get(s):
-            raise DataError(bundle.name, f"split {s!r} is empty; use more data or other split fractions")
+            raise DataError(bundle.name, f"split {s!r} is empty{_distinct(bundle.splits)}; use more data or other "
+                                         "split fractions")
     bundle.__post_init__()
     return bundle
