@@ -285,6 +285,9 @@ def _sigterm_as_sigint(signum, frame) -> None:
     SIGINT has a handler of its own."""
     import signal
 
+    from squeeze.driver import dag
+
+    dag.SIGNALLED.set()  # seen at the driver's next safe point should Python drop the KeyboardInterrupt below
     if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
         signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)

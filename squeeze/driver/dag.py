@@ -17,6 +17,16 @@ import time
 from squeeze import console
 
 STOP = threading.Event()  # set by the driver on Ctrl-C; every stage's Tune loop watches it
+# set by the CLI's SIGTERM handler before it raises KeyboardInterrupt: an exception raised while a finalizer or a GC
+# callback runs is printed and dropped by Python ("Exception ignored in ..."), so the driver also looks for this
+# flag where it can stop safely (the stage loop below, each model of a latency pass) and raises there
+SIGNALLED = threading.Event()
+
+
+def check_signalled() -> None:
+    """Raise the KeyboardInterrupt a SIGTERM asked for, if Python dropped the one the handler raised."""
+    if SIGNALLED.is_set():
+        raise KeyboardInterrupt
 HISTORY: list[tuple[str, str]] = []  # the last run's scheduling decisions, in order: ("start" | "end", stage)
 
 
@@ -115,6 +125,7 @@ def run(sweeps, run_stage, *, sequential: bool = False) -> dict:
                     HISTORY.append(("start", name))
                     running[name].start()
             while running and len(outcomes) < len(order):
+                check_signalled()
                 try:
                     name, result = done.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
                 except queue.Empty:

@@ -407,6 +407,7 @@ def latency_pass(sweep: SweepCfg, prepared: Prepared, uri: str, experiment_id: s
     todo = tracking.finished_children(uri, experiment_id, parent_id, without_tag="latency/cpu_measured")
     decodes = get_task(sweep.task).auto_class == "AutoModelForCausalLM" and sweep.measure.decode_tokens > 0
     for k, run_id in enumerate(todo, 1):  # a resumed stage measures only the models not measured before
+        dag.check_signalled()
         console.say(f"[{sweep.name}] latency pass: model {k} of {len(todo)} (run {run_id[:8]})")
         model = formats.load(tracking.download_model(uri, run_id, cache))
         decoded = decode_speed(model, prepared, sweep, threads) if decodes else ({}, {})
