@@ -139,7 +139,7 @@ def main() -> None:
                          "minilm-prune: the same with only the pruners (a curved front)")
     problem = ap.parse_args().problem
     if problem != "tiny" and not SHARED.is_dir():
-        raise SystemExit(f"benchmarks/search.py: --problem minilm reads IMDB from {SHARED}, which does not exist")
+        raise SystemExit(f"benchmarks/search.py: --problem {problem} reads IMDB from {SHARED}, which does not exist")
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         tracking = f"sqlite:///{tmp}/mlflow.db"

@@ -141,19 +141,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         if why:
             raise TrackingError(f"MLflow store {uri}: its folder {folder} {why}")
         return
-    if uri.startswith("file:"):  # MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true: say so now
+    if not uri.startswith(("http://", "https://")):
+        # a database or file store: ask it for one experiment (MLflow 3 refuses its file store unless
+        # MLFLOW_ALLOW_FILE_STORE=true, which would otherwise surface as a traceback once the sweep starts)
         try:
             mlflow_client(uri).search_experiments(max_results=1)
         except Exception as exc:
-            raise TrackingError(f"MLflow store {uri} cannot be used ({type(exc).__name__}: {str(exc)[:1000]}); use "
-                                "sqlite:///PATH.db or a tracking server") from None
-        return
-    if not uri.startswith(("http://", "https://")):  # a database store: ask it for one experiment
-        try:
-            mlflow_client(uri).search_experiments(max_results=1)
-        except Exception as exc:
+            fix = "use sqlite:///PATH.db or a tracking server" if uri.startswith("file:") else \
+                "start it or pass --tracking-uri"
             raise TrackingError(f"MLflow store {mask_secrets(uri)} cannot be used ({type(exc).__name__}: "
-                                f"{mask_secrets(str(exc))[:300]}); start it or pass --tracking-uri") from None
+                                f"{mask_secrets(str(exc))[:1000]}); {fix}") from None
         return
     import requests
 

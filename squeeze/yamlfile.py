@@ -12,8 +12,8 @@ PyYAML implements YAML 1.1, whose numbers and booleans surprise a sweep file:
   ``True`` and ``False``, which the data does not have.
 
 Here, as in YAML 1.2, ``1e-3`` is a float, ``2:4`` and ``yes`` are text, and only ``true`` and ``false`` are booleans
-(a boolean field still takes ``yes`` / ``no`` / ``on`` / ``off``: pydantic reads them). And a key that appears twice in one mapping is
-refused (the last would silently win).
+(a boolean field still takes ``yes`` / ``no`` / ``on`` / ``off``: pydantic reads them). And a key that appears twice in
+one mapping is refused (the last would silently win).
 """
 
 from __future__ import annotations

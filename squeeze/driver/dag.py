@@ -21,13 +21,13 @@ STOP = threading.Event()  # set by the driver on Ctrl-C; every stage's Tune loop
 # callback runs is printed and dropped by Python ("Exception ignored in ..."), so the driver also looks for this
 # flag where it can stop safely (the stage loop below, each model of a latency pass) and raises there
 SIGNALLED = threading.Event()
+HISTORY: list[tuple[str, str]] = []  # the last run's scheduling decisions, in order: ("start" | "end", stage)
 
 
 def check_signalled() -> None:
     """Raise the KeyboardInterrupt a SIGTERM asked for, if Python dropped the one the handler raised."""
     if SIGNALLED.is_set():
         raise KeyboardInterrupt
-HISTORY: list[tuple[str, str]] = []  # the last run's scheduling decisions, in order: ("start" | "end", stage)
 
 
 def share_interrupt() -> None:

@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 
 from squeeze import yamlfile
-
 from squeeze.registry import get_technique_class
 
 
@@ -163,8 +162,8 @@ def _check_default_reaches(raw: dict, item: str, path: list[str], value: Any, no
     field = ".".join(path)
 
     def keeps_its_own(sweep: dict) -> bool:
-        given = defaults_for(sweep, defaults)
-        return all(_sets(sweep, leaf) or not _sets(given, leaf) for leaf in _leaves(path, value))
+        inherited = defaults_for(sweep, defaults)
+        return all(_sets(sweep, leaf) or not _sets(inherited, leaf) for leaf in _leaves(path, value))
 
     kept = [str(s.get("name")) for s in sweeps if keeps_its_own(s)]
     if len(kept) == len(sweeps):
